@@ -1,0 +1,441 @@
+//! Broker configuration: one serde struct, layered defaults -> TOML file -> `STRATA_*` environment -> flags.
+//!
+//! `BrokerArgs` is what clap parses (flags, each with an environment variable); every field is optional
+//! so that an absent flag leaves the file's or the default value in place. `BrokerConfig::load` merges the
+//! layers and `validate` fails once, naming the offending key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Command-line flags of `strata broker`. Each flag can also come from its `STRATA_*` variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BrokerArgs {
+    /// TOML configuration file (keys as in `BrokerConfig`, e.g. `listen = "0.0.0.0:9092"`).
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the Kafka listener binds to.
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<String>,
+    /// host:port clients are told to connect to (defaults to --listen).
+    #[arg(long, env = "STRATA_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Directory holding partition logs and local metadata.
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This broker's node id.
+    #[arg(long, env = "STRATA_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Prometheus endpoint address; `off` disables it.
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Rack reported in metadata.
+    #[arg(long, env = "STRATA_RACK")]
+    pub rack: Option<String>,
+    /// Default partition count for new topics (`num.partitions`).
+    #[arg(long, env = "STRATA_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Create topics on first use (`auto.create.topics.enable`).
+    #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS_ENABLE")]
+    pub auto_create_topics_enable: Option<bool>,
+    /// Largest request frame accepted (`socket.request.max.bytes`).
+    #[arg(long, env = "STRATA_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<u32>,
+    /// Largest record batch accepted (`message.max.bytes`).
+    #[arg(long, env = "STRATA_MESSAGE_MAX_BYTES")]
+    pub message_max_bytes: Option<u32>,
+    /// Segment size (`log.segment.bytes`).
+    #[arg(long, env = "STRATA_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// Segment age before it is rolled (`log.roll.ms`).
+    #[arg(long, env = "STRATA_LOG_ROLL_MS")]
+    pub log_roll_ms: Option<i64>,
+    /// Time retention (`log.retention.ms`, -1 = forever).
+    #[arg(long, env = "STRATA_LOG_RETENTION_MS")]
+    pub log_retention_ms: Option<i64>,
+    /// Size retention per partition (`log.retention.bytes`, -1 = unlimited).
+    #[arg(long, env = "STRATA_LOG_RETENTION_BYTES")]
+    pub log_retention_bytes: Option<i64>,
+    /// How often retention runs (`log.retention.check.interval.ms`).
+    #[arg(long, env = "STRATA_LOG_RETENTION_CHECK_INTERVAL_MS")]
+    pub log_retention_check_interval_ms: Option<u64>,
+    /// Relaxed durability: fsync every N messages instead of before each acks=all answer.
+    #[arg(long, env = "STRATA_LOG_FLUSH_INTERVAL_MESSAGES")]
+    pub log_flush_interval_messages: Option<i64>,
+    /// Relaxed durability: fsync every N ms instead of before each acks=all answer.
+    #[arg(long, env = "STRATA_LOG_FLUSH_INTERVAL_MS")]
+    pub log_flush_interval_ms: Option<i64>,
+    /// `CreateTime` or `LogAppendTime` (`log.message.timestamp.type`).
+    #[arg(long, env = "STRATA_LOG_MESSAGE_TIMESTAMP_TYPE")]
+    pub log_message_timestamp_type: Option<String>,
+    /// Cluster id to create a new data dir with (a random one otherwise).
+    #[arg(long, env = "STRATA_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+}
+
+/// The broker's configuration after layering. Keys of the TOML file are these field names.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BrokerConfig {
+    /// Address the Kafka listener binds to.
+    pub listen: String,
+    /// host:port advertised to clients; empty means `listen`.
+    pub advertised_listener: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Node id.
+    pub node_id: i32,
+    /// Metrics endpoint; `off` or empty disables it.
+    pub metrics_listen: String,
+    /// Rack id.
+    pub rack: Option<String>,
+    /// Cluster id for a new data dir.
+    pub cluster_id: Option<String>,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: u32,
+    /// `message.max.bytes`.
+    pub message_max_bytes: u32,
+    /// `log.segment.bytes`.
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms`.
+    pub log_roll_ms: i64,
+    /// `log.retention.ms`.
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes`.
+    pub log_retention_bytes: i64,
+    /// `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+    /// `log.flush.interval.messages`; absent = fsync before every acks=all answer.
+    pub log_flush_interval_messages: Option<i64>,
+    /// `log.flush.interval.ms`; absent = fsync before every acks=all answer.
+    pub log_flush_interval_ms: Option<i64>,
+    /// `log.message.timestamp.type`.
+    pub log_message_timestamp_type: String,
+    /// How long SIGTERM waits for in-flight requests before closing connections.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: String::new(),
+            data_dir: PathBuf::from("./strata-data"),
+            node_id: 0,
+            metrics_listen: "127.0.0.1:9644".into(),
+            rack: None,
+            cluster_id: None,
+            num_partitions: 1,
+            auto_create_topics_enable: true,
+            socket_request_max_bytes: 104_857_600,
+            message_max_bytes: 1_048_588,
+            log_segment_bytes: 1 << 30,
+            log_roll_ms: 7 * 24 * 3_600_000,
+            log_retention_ms: 7 * 24 * 3_600_000,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 300_000,
+            log_flush_interval_messages: None,
+            log_flush_interval_ms: None,
+            log_message_timestamp_type: "CreateTime".into(),
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A validated configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The layered configuration, as the user gave it.
+    pub broker: BrokerConfig,
+    /// Resolved listen address.
+    pub listen: SocketAddr,
+    /// Host advertised in Metadata.
+    pub advertised_host: String,
+    /// Port advertised in Metadata.
+    pub advertised_port: i32,
+    /// Resolved metrics address, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, $($field:ident),* $(,)?) => {
+        $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )*
+    };
+}
+
+impl BrokerConfig {
+    /// Merges defaults, the TOML file named by `--config` (if any), environment and flags.
+    pub fn load(args: &BrokerArgs) -> Result<Self, ConfigError> {
+        let mut cfg = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        overlay!(
+            cfg,
+            args,
+            listen,
+            advertised_listener,
+            data_dir,
+            node_id,
+            metrics_listen,
+            num_partitions,
+            auto_create_topics_enable,
+            socket_request_max_bytes,
+            message_max_bytes,
+            log_segment_bytes,
+            log_roll_ms,
+            log_retention_ms,
+            log_retention_bytes,
+            log_retention_check_interval_ms,
+            log_message_timestamp_type,
+        );
+        if args.rack.is_some() {
+            cfg.rack = args.rack.clone();
+        }
+        if args.cluster_id.is_some() {
+            cfg.cluster_id = args.cluster_id.clone();
+        }
+        if args.log_flush_interval_messages.is_some() {
+            cfg.log_flush_interval_messages = args.log_flush_interval_messages;
+        }
+        if args.log_flush_interval_ms.is_some() {
+            cfg.log_flush_interval_ms = args.log_flush_interval_ms;
+        }
+        Ok(cfg)
+    }
+
+    /// Reads a TOML file; unknown keys are tolerated (logged) so that rollbacks stay safe.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error names the key.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let known = Self::known_keys();
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                tracing::warn!(key = %key, "ignoring unknown configuration key");
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string())
+    }
+
+    fn known_keys() -> &'static [&'static str] {
+        &[
+            "listen",
+            "advertised_listener",
+            "data_dir",
+            "node_id",
+            "metrics_listen",
+            "rack",
+            "cluster_id",
+            "num_partitions",
+            "auto_create_topics_enable",
+            "socket_request_max_bytes",
+            "message_max_bytes",
+            "log_segment_bytes",
+            "log_roll_ms",
+            "log_retention_ms",
+            "log_retention_bytes",
+            "log_retention_check_interval_ms",
+            "log_flush_interval_messages",
+            "log_flush_interval_ms",
+            "log_message_timestamp_type",
+            "shutdown_timeout_ms",
+        ]
+    }
+
+    /// Checks every value and resolves addresses; the error names the key.
+    pub fn validate(self) -> Result<RuntimeConfig, ConfigError> {
+        let bad = |key: &'static str, value: String, reason: &str| ConfigError::Invalid {
+            key,
+            value,
+            reason: reason.to_string(),
+        };
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            bad(
+                "listen",
+                self.listen.clone(),
+                "expected ip:port, e.g. 127.0.0.1:9092",
+            )
+        })?;
+        let advertised = if self.advertised_listener.is_empty() {
+            self.listen.clone()
+        } else {
+            self.advertised_listener.clone()
+        };
+        let (host, port) = advertised
+            .rsplit_once(':')
+            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| bad("advertised_listener", advertised.clone(), "expected host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let metrics_listen = match self.metrics_listen.as_str() {
+            "" | "off" | "none" => None,
+            s => Some(s.parse().map_err(|_| {
+                bad(
+                    "metrics_listen",
+                    s.to_string(),
+                    "expected ip:port or `off`",
+                )
+            })?),
+        };
+        if self.node_id < 0 {
+            return Err(bad("node_id", self.node_id.to_string(), "must be >= 0"));
+        }
+        if self.num_partitions < 1 {
+            return Err(bad(
+                "num_partitions",
+                self.num_partitions.to_string(),
+                "must be >= 1",
+            ));
+        }
+        if self.socket_request_max_bytes < 1024 {
+            return Err(bad(
+                "socket_request_max_bytes",
+                self.socket_request_max_bytes.to_string(),
+                "must be >= 1024",
+            ));
+        }
+        if self.message_max_bytes < 64 {
+            return Err(bad(
+                "message_max_bytes",
+                self.message_max_bytes.to_string(),
+                "must be >= 64",
+            ));
+        }
+        if self.log_segment_bytes < 1024 || self.log_segment_bytes > i32::MAX as u64 {
+            return Err(bad(
+                "log_segment_bytes",
+                self.log_segment_bytes.to_string(),
+                "must be between 1024 and 2147483647",
+            ));
+        }
+        if self.log_roll_ms < 1 {
+            return Err(bad(
+                "log_roll_ms",
+                self.log_roll_ms.to_string(),
+                "must be >= 1",
+            ));
+        }
+        if self.log_retention_ms < -1 {
+            return Err(bad(
+                "log_retention_ms",
+                self.log_retention_ms.to_string(),
+                "must be >= -1",
+            ));
+        }
+        if self.log_retention_bytes < -1 {
+            return Err(bad(
+                "log_retention_bytes",
+                self.log_retention_bytes.to_string(),
+                "must be >= -1",
+            ));
+        }
+        if self.log_retention_check_interval_ms == 0 {
+            return Err(bad(
+                "log_retention_check_interval_ms",
+                "0".into(),
+                "must be >= 1",
+            ));
+        }
+        if let Some(v) = self.log_flush_interval_messages.filter(|v| *v < 1) {
+            return Err(bad(
+                "log_flush_interval_messages",
+                v.to_string(),
+                "must be >= 1",
+            ));
+        }
+        if let Some(v) = self.log_flush_interval_ms.filter(|v| *v < 0) {
+            return Err(bad("log_flush_interval_ms", v.to_string(), "must be >= 0"));
+        }
+        if !matches!(
+            self.log_message_timestamp_type.as_str(),
+            "CreateTime" | "LogAppendTime"
+        ) {
+            return Err(bad(
+                "log_message_timestamp_type",
+                self.log_message_timestamp_type.clone(),
+                "must be CreateTime or LogAppendTime",
+            ));
+        }
+        Ok(RuntimeConfig {
+            listen,
+            advertised_host: host,
+            advertised_port: i32::from(port),
+            metrics_listen,
+            broker: self,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_to_the_embedded_single_node() {
+        let rt = BrokerConfig::default().validate().expect("defaults are valid");
+        assert_eq!(rt.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(rt.advertised_host, "127.0.0.1");
+        assert_eq!(rt.advertised_port, 9092);
+        assert_eq!(rt.metrics_listen.map(|a| a.port()), Some(9644));
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1000\"\nnum_partitions = 3\nunknown_key = 1\n",
+        )
+        .expect("write");
+        let args = BrokerArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:2000".into()),
+            ..Default::default()
+        };
+        let cfg = BrokerConfig::load(&args).expect("load");
+        assert_eq!(cfg.listen, "127.0.0.1:2000");
+        assert_eq!(cfg.num_partitions, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = BrokerConfig {
+            listen: "nope".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect_err("invalid listen");
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err = BrokerConfig::from_toml("num_partitions = \"x\"").expect_err("type error");
+        assert!(err.contains("num_partitions"), "{err}");
+        let err = BrokerConfig {
+            log_message_timestamp_type: "Now".into(),
+            ..Default::default()
+        }
+        .validate()
+        .expect_err("bad timestamp type");
+        assert!(err.to_string().contains("log_message_timestamp_type"));
+    }
+}

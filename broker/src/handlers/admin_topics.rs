@@ -1,0 +1,175 @@
+//! CreateTopics, DeleteTopics and CreatePartitions.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::error_parts;
+use crate::broker::Broker;
+use crate::error::BrokerError;
+
+pub(super) fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.to_string()))
+        .map(|t| t.name.0.to_string())
+        .collect();
+    let node = broker.node_id();
+    let mut resp = CreateTopicsResponse::default();
+    resp.topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let mut out = CreatableTopicResult::default();
+            out.name = t.name.clone();
+            out.num_partitions = -1;
+            out.replication_factor = -1;
+            let result = (|| {
+                if duplicates.contains(&name) {
+                    return Err(BrokerError::InvalidRequest(format!("topic {name} is listed more than once")));
+                }
+                let mut configs = BTreeMap::new();
+                for c in &t.configs {
+                    let value = c.value.as_ref().ok_or_else(|| {
+                        BrokerError::InvalidConfig(format!("config `{}` has a null value", c.name))
+                    })?;
+                    configs.insert(c.name.to_string(), value.to_string());
+                }
+                let (partitions, rf) = if t.assignments.is_empty() {
+                    (t.num_partitions, t.replication_factor)
+                } else {
+                    if t.num_partitions != -1 || t.replication_factor != -1 {
+                        return Err(BrokerError::InvalidRequest(
+                            "give either assignments or partition count and replication factor".into(),
+                        ));
+                    }
+                    for a in &t.assignments {
+                        if a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1 {
+                            return Err(BrokerError::InvalidReplicationFactor(format!(
+                                "assignment for partition {} names brokers other than the only broker {node}",
+                                a.partition_index
+                            )));
+                        }
+                    }
+                    (t.assignments.len() as i32, 1)
+                };
+                broker.create_topic(&name, partitions, rf, configs, req.validate_only)
+            })();
+            match result {
+                Ok(created) => {
+                    out.topic_id = if req.validate_only { Uuid::nil() } else { created.id };
+                    out.num_partitions = created.partitions;
+                    out.replication_factor = created.replication_factor;
+                    if version >= 5 {
+                        let overrides: BTreeMap<String, String> = t
+                            .configs
+                            .iter()
+                            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                            .collect();
+                        out.configs = Some(
+                            broker
+                                .layers()
+                                .describe_topic(&overrides)
+                                .into_iter()
+                                .map(|d| {
+                                    let mut c = CreatableTopicConfigs::default();
+                                    c.name = StrBytes::from_string(d.name);
+                                    c.value = Some(StrBytes::from_string(d.value));
+                                    c.read_only = d.read_only;
+                                    c.config_source = d.source;
+                                    c
+                                })
+                                .collect(),
+                        );
+                    }
+                }
+                Err(e) => {
+                    let (code, msg) = error_parts(&e);
+                    out.error_code = code;
+                    out.error_message = msg;
+                }
+            }
+            out
+        })
+        .collect();
+    resp
+}
+
+pub(super) fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    // v0-5 name topics in `topic_names`; v6+ in `topics` by name or id.
+    let mut targets: Vec<(Option<String>, Uuid)> =
+        req.topic_names.iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect();
+    targets.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    let mut resp = DeleteTopicsResponse::default();
+    resp.responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let mut out = DeletableTopicResult::default();
+            let resolved = match &name {
+                Some(n) => Some(n.clone()),
+                None => broker.topic_by_id(id).map(|t| t.name),
+            };
+            out.name = resolved.clone().map(|n| TopicName(StrBytes::from_string(n)));
+            out.topic_id = id;
+            match resolved {
+                None => out.error_code = ResponseError::UnknownTopicId.code(),
+                Some(n) => match broker.delete_topic(&n) {
+                    Ok(deleted_id) => out.topic_id = deleted_id,
+                    Err(e) => {
+                        let (code, msg) = error_parts(&e);
+                        out.error_code = code;
+                        out.error_message = msg;
+                    }
+                },
+            }
+            out
+        })
+        .collect();
+    resp
+}
+
+pub(super) fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let node = broker.node_id();
+    let mut resp = CreatePartitionsResponse::default();
+    resp.results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let mut out = CreatePartitionsTopicResult::default();
+            let name = t.name.0.to_string();
+            out.name = t.name;
+            let foreign = t
+                .assignments
+                .iter()
+                .flatten()
+                .any(|a| a.broker_ids.iter().any(|b| b.0 != node));
+            let result = if foreign {
+                Err(BrokerError::InvalidReplicationFactor(format!(
+                    "assignments name brokers other than the only broker {node}"
+                )))
+            } else {
+                broker.create_partitions(&name, t.count, req.validate_only)
+            };
+            if let Err(e) = result {
+                let (code, msg) = error_parts(&e);
+                out.error_code = code;
+                out.error_message = msg;
+            }
+            out
+        })
+        .collect();
+    resp
+}

@@ -1,0 +1,155 @@
+//! Fetch: full fetches (no incremental sessions; session id 0 tells clients to send full requests), with
+//! long-polling on max_wait_ms/min_bytes, the request-wide max_bytes and per-partition limits.
+//!
+//! Reads return whole batches; the first batch of the first non-empty partition is returned even when it
+//! is larger than the limits (KIP-74), so a consumer can always make progress.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::select_all;
+use futures::FutureExt;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use tokio::sync::watch;
+
+use super::check_leader_epoch;
+use crate::broker::Broker;
+use crate::metrics::TopicLabel;
+use crate::partition::Partition;
+
+/// Upper bound on how long a fetch may park, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+struct Slot {
+    topic_index: usize,
+    topic: String,
+    partition: Option<Arc<Partition>>,
+    index: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+    missing_code: i16,
+}
+
+pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let by_id = version >= 13;
+
+    let mut topics_out: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
+    let mut slots = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let record = if by_id { broker.topic_by_id(t.topic_id) } else { broker.topic(&t.topic.0) };
+        let name = record.as_ref().map(|r| r.name.clone()).unwrap_or_else(|| t.topic.0.to_string());
+        let mut out = FetchableTopicResponse::default();
+        out.topic = t.topic.clone();
+        out.topic_id = t.topic_id;
+        topics_out.push(out);
+        for p in &t.partitions {
+            let partition = record.as_ref().and_then(|_| broker.partition(&name, p.partition));
+            slots.push(Slot {
+                topic_index: ti,
+                topic: name.clone(),
+                partition,
+                index: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: p.current_leader_epoch,
+                missing_code: if by_id && record.is_none() {
+                    ResponseError::UnknownTopicId.code()
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                },
+            });
+        }
+    }
+
+    let read_committed = req.isolation_level == 1;
+    let datas = loop {
+        // Subscribe before reading so that an append between the read and the wait is not missed.
+        let mut watchers: Vec<watch::Receiver<i64>> =
+            slots.iter().filter_map(|s| s.partition.as_ref().map(|p| p.subscribe_end())).collect();
+        let (datas, total, any_error) = read_all(&slots, max_bytes, read_committed);
+        let now = Instant::now();
+        if total >= min_bytes || any_error || now >= deadline || watchers.is_empty() {
+            break datas;
+        }
+        let changed = select_all(watchers.iter_mut().map(|w| w.changed().boxed()));
+        if tokio::time::timeout(deadline - now, changed).await.is_err() {
+            let (datas, _, _) = read_all(&slots, max_bytes, read_committed);
+            break datas;
+        }
+    };
+
+    for (slot, data) in slots.iter().zip(datas) {
+        if let Some(bytes) = data.records.as_ref().filter(|b| !b.is_empty()) {
+            broker
+                .metrics
+                .bytes_out
+                .get_or_create(&TopicLabel { topic: slot.topic.clone() })
+                .inc_by(bytes.len() as u64);
+        }
+        topics_out[slot.topic_index].partitions.push(data);
+    }
+    let mut resp = FetchResponse::default();
+    resp.responses = topics_out;
+    resp.session_id = 0;
+    resp
+}
+
+fn read_all(slots: &[Slot], max_bytes: usize, read_committed: bool) -> (Vec<PartitionData>, usize, bool) {
+    let mut remaining = max_bytes;
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut out = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let mut d = PartitionData::default();
+        d.partition_index = slot.index;
+        d.high_watermark = -1;
+        d.last_stable_offset = -1;
+        d.log_start_offset = -1;
+        d.preferred_read_replica = BrokerId(-1);
+        d.aborted_transactions = if read_committed { Some(Vec::new()) } else { None };
+        d.records = Some(Bytes::new());
+        let Some(p) = slot.partition.as_ref() else {
+            d.error_code = slot.missing_code;
+            any_error = true;
+            out.push(d);
+            continue;
+        };
+        let epoch_code = check_leader_epoch(slot.current_leader_epoch, p.leader_epoch);
+        if epoch_code != 0 {
+            d.error_code = epoch_code;
+            any_error = true;
+            out.push(d);
+            continue;
+        }
+        let (start, hw, _) = p.offsets();
+        d.high_watermark = hw;
+        d.last_stable_offset = hw;
+        d.log_start_offset = start;
+        let limit = slot.max_bytes.min(remaining);
+        let min_one = total == 0;
+        if limit == 0 && !min_one {
+            out.push(d);
+            continue;
+        }
+        match p.read(slot.fetch_offset, limit, min_one) {
+            Ok(bytes) => {
+                total += bytes.len();
+                remaining = remaining.saturating_sub(bytes.len());
+                d.records = Some(bytes);
+            }
+            Err(e) => {
+                d.error_code = e.code();
+                any_error = true;
+            }
+        }
+        out.push(d);
+    }
+    (out, total, any_error)
+}

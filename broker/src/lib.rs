@@ -1,0 +1,16 @@
+//! Strata's Kafka-compatible broker: wire protocol, request handlers, partitions and the process
+//! lifecycle. The `strata` binary is a thin wrapper around [`server::Server`].
+
+pub mod api_versions;
+pub mod broker;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod handlers;
+pub mod log_manager;
+pub mod metadata_store;
+pub mod metrics;
+pub mod partition;
+pub mod server;
+pub mod topic_config;

@@ -1,0 +1,70 @@
+//! The `strata` binary.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use broker::config::{BrokerArgs, BrokerConfig};
+use broker::server::{termination_signal, Server};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: a Kafka-compatible broker with tiered storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (single node on the embedded defaults: 127.0.0.1:9092, ./strata-data).
+    Broker(BrokerArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("STRATA_LOG")
+                .or_else(|_| EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Broker(args) => run_broker(args),
+    }
+}
+
+fn run_broker(args: BrokerArgs) -> std::process::ExitCode {
+    let config = match BrokerConfig::load(&args).and_then(BrokerConfig::validate) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strata: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let server = Server::start(config).await?;
+        let shutdown = server.shutdown.clone();
+        tokio::spawn(async move {
+            termination_signal().await;
+            tracing::info!("termination signal received");
+            shutdown.cancel();
+        });
+        server.run().await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "broker failed");
+            eprintln!("strata: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

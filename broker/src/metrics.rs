@@ -1,0 +1,224 @@
+//! Prometheus metrics and the `/metrics` endpoint.
+//!
+//! Request counts and latency histograms per API, bytes in/out per topic, malformed frames and open
+//! connections are updated on the request path; per-partition log end offset, log start offset and size
+//! are read from the logs when the endpoint is scraped.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::log_manager::LogManager;
+
+/// Label set naming a Kafka API.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    /// API name, e.g. `Produce`.
+    pub api: String,
+}
+
+/// Label set naming a topic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// Topic name.
+    pub topic: String,
+}
+
+/// Label set naming a partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: String,
+}
+
+/// The broker's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    /// Requests served per API.
+    pub requests: Family<ApiLabel, Counter>,
+    /// Requests that failed at the top level (connection-closing errors) per API.
+    pub request_errors: Family<ApiLabel, Counter>,
+    /// Request latency per API, seconds.
+    pub latency: Family<ApiLabel, Histogram>,
+    /// Record bytes produced per topic.
+    pub bytes_in: Family<TopicLabel, Counter>,
+    /// Record bytes fetched per topic.
+    pub bytes_out: Family<TopicLabel, Counter>,
+    /// Frames that could not be decoded (the connection was closed).
+    pub malformed_frames: Counter,
+    /// Open client connections.
+    pub connections: Gauge<i64, AtomicI64>,
+    log_end_offset: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
+    log_start_offset: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
+    log_size: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("strata");
+        let requests = Family::<ApiLabel, Counter>::default();
+        r.register("requests", "Kafka requests served, per API", requests.clone());
+        let request_errors = Family::<ApiLabel, Counter>::default();
+        r.register(
+            "request_errors",
+            "Kafka requests that closed the connection, per API",
+            request_errors.clone(),
+        );
+        let latency = Family::<ApiLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+        });
+        r.register(
+            "request_latency_seconds",
+            "Kafka request latency, per API",
+            latency.clone(),
+        );
+        let bytes_in = Family::<TopicLabel, Counter>::default();
+        r.register("bytes_in", "Record bytes produced, per topic", bytes_in.clone());
+        let bytes_out = Family::<TopicLabel, Counter>::default();
+        r.register("bytes_out", "Record bytes fetched, per topic", bytes_out.clone());
+        let malformed_frames = Counter::default();
+        r.register(
+            "malformed_frames",
+            "Request frames that could not be decoded",
+            malformed_frames.clone(),
+        );
+        let connections = Gauge::<i64, AtomicI64>::default();
+        r.register("connections", "Open client connections", connections.clone());
+        let log_end_offset = Family::<PartitionLabel, Gauge<i64, AtomicI64>>::default();
+        r.register(
+            "log_end_offset",
+            "Next offset to be written, per partition",
+            log_end_offset.clone(),
+        );
+        let log_start_offset = Family::<PartitionLabel, Gauge<i64, AtomicI64>>::default();
+        r.register(
+            "log_start_offset",
+            "First offset still readable, per partition",
+            log_start_offset.clone(),
+        );
+        let log_size = Family::<PartitionLabel, Gauge<i64, AtomicI64>>::default();
+        r.register("log_size_bytes", "Bytes on local disk, per partition", log_size.clone());
+        Self {
+            registry: Arc::new(Mutex::new(r)),
+            requests,
+            request_errors,
+            latency,
+            bytes_in,
+            bytes_out,
+            malformed_frames,
+            connections,
+            log_end_offset,
+            log_start_offset,
+            log_size,
+        }
+    }
+
+    /// Text exposition of every metric, refreshing per-partition gauges from `logs`.
+    pub fn render(&self, logs: &LogManager) -> String {
+        self.log_end_offset.clear();
+        self.log_start_offset.clear();
+        self.log_size.clear();
+        for p in logs.all() {
+            let label = PartitionLabel {
+                topic: p.topic.clone(),
+                partition: p.index.to_string(),
+            };
+            let (start, end, size) = p.offsets();
+            self.log_end_offset.get_or_create(&label).set(end);
+            self.log_start_offset.get_or_create(&label).set(start);
+            self.log_size
+                .get_or_create(&label)
+                .set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock()) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    logs: Arc<LogManager>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        let logs = logs.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let body = if req.uri().path() == "/metrics" {
+                    Some(metrics.render(&logs))
+                } else {
+                    None
+                };
+                async move {
+                    let resp = match body {
+                        Some(text) => Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                            .body(Full::new(Bytes::from(text))),
+                        None => Response::builder()
+                            .status(404)
+                            .body(Full::new(Bytes::from_static(b"try /metrics\n"))),
+                    };
+                    Ok::<_, Infallible>(resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+/// Binds the metrics endpoint.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,361 @@
+//! One partition as the broker serves it: the log behind a lock, the high watermark that wakes long-poll
+//! fetches, and the group-commit flusher that makes acks=all durable.
+//!
+//! Durability: an append writes the batch into the active segment (page cache) under the write lock and
+//! returns. An acks=all producer then waits until the *durable offset* passes its batch. The flusher task
+//! wakes on demand, takes `pending_sync()` (a handle on the active segment file and the end offset it
+//! covers) under a read lock, fsyncs it on the blocking pool with no lock held, then publishes the new
+//! durable offset. Every batch that arrived while an fsync was running is covered by the next one: one
+//! fsync per round, however many producers wait. If an fsync fails the partition is marked failed (the
+//! page cache can no longer be trusted) and every waiter, and every later produce, gets
+//! KAFKA_STORAGE_ERROR.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
+use tiering::{AppendOutcome, LogError, PartitionLog};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::BrokerError;
+use crate::topic_config::TopicSettings;
+
+/// What a produce to one partition achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceResult {
+    /// Offset of the first record written (or of the original, for a duplicate).
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// LogAppendTime stamped on the batch, or -1 for CreateTime topics.
+    pub log_append_time_ms: i64,
+    /// Log start offset after the append.
+    pub log_start_offset: i64,
+}
+
+/// Durable progress published by the flusher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Durable {
+    offset: i64,
+    failed: bool,
+}
+
+/// A partition hosted by this broker.
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Topic id.
+    pub topic_id: Uuid,
+    /// Partition index.
+    pub index: i32,
+    /// Leader epoch (a single node always leads with epoch 0 until the controller issue).
+    pub leader_epoch: i32,
+    label: String,
+    log: RwLock<Box<dyn PartitionLog + Sync>>,
+    settings: RwLock<TopicSettings>,
+    end_tx: watch::Sender<i64>,
+    durable_tx: watch::Sender<Durable>,
+    flush_wanted: Notify,
+    unflushed: AtomicI64,
+    failed: AtomicBool,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition").field("label", &self.label).finish()
+    }
+}
+
+impl Partition {
+    /// Wraps an opened log.
+    pub fn new(
+        topic: String,
+        topic_id: Uuid,
+        index: i32,
+        log: Box<dyn PartitionLog + Sync>,
+        settings: TopicSettings,
+    ) -> Arc<Self> {
+        let end = log.log_end_offset();
+        Arc::new(Self {
+            label: format!("{topic}-{index}"),
+            topic,
+            topic_id,
+            index,
+            leader_epoch: 0,
+            log: RwLock::new(log),
+            settings: RwLock::new(settings),
+            end_tx: watch::channel(end).0,
+            durable_tx: watch::channel(Durable {
+                offset: end,
+                failed: false,
+            })
+            .0,
+            flush_wanted: Notify::new(),
+            unflushed: AtomicI64::new(0),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// `topic-partition`.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn log_err(&self, e: LogError) -> BrokerError {
+        if e.is_storage_error() {
+            tracing::error!(partition = %self.label, error = %e, "storage error");
+        }
+        BrokerError::log(self.label.clone(), e)
+    }
+
+    /// Applies new topic settings (after AlterConfigs).
+    pub fn set_settings(&self, settings: TopicSettings) {
+        self.log.write().set_config(settings.log.clone());
+        *self.settings.write() = settings;
+        self.flush_wanted.notify_one();
+    }
+
+    /// Current settings.
+    pub fn settings(&self) -> TopicSettings {
+        self.settings.read().clone()
+    }
+
+    /// Validates and appends a produce payload; with `wait_durable`, returns only once it is fsynced
+    /// (unless the topic relaxed durability with flush.messages/flush.ms).
+    pub async fn produce(&self, records: &Bytes, acks: i16) -> Result<ProduceResult, BrokerError> {
+        let headers = tiering::validate_batches(records)?;
+        let max = self.settings.read().log.max_message_bytes as usize;
+        if let Some(h) = headers.iter().find(|h| h.total_size() > max) {
+            return Err(BrokerError::MessageTooLarge {
+                size: h.total_size(),
+                max,
+            });
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.log_err(LogError::Corrupt {
+                context: "partition is offline after an fsync failure".into(),
+            }));
+        }
+        let mut buf = BytesMut::from(&records[..]);
+        let now = now_ms();
+        let mut result: Option<ProduceResult> = None;
+        let mut appended_records = 0i64;
+        {
+            let mut log = self.log.write();
+            let mut pos = 0usize;
+            for h in &headers {
+                let size = h.total_size();
+                let batch = &mut buf[pos..pos + size];
+                pos += size;
+                let (base, last, append_time) =
+                    match log.append_batch(batch, self.leader_epoch, now) {
+                        Ok(AppendOutcome::Appended {
+                            base_offset,
+                            last_offset,
+                            log_append_time_ms,
+                        }) => {
+                            appended_records += i64::from(h.records_count.max(0));
+                            (base_offset, last_offset, log_append_time_ms.unwrap_or(-1))
+                        }
+                        Ok(AppendOutcome::Duplicate {
+                            base_offset,
+                            last_offset,
+                        }) => (base_offset, last_offset, -1),
+                        Err(e) => return Err(self.log_err(e)),
+                    };
+                let r = result.get_or_insert(ProduceResult {
+                    base_offset: base,
+                    last_offset: last,
+                    log_append_time_ms: append_time,
+                    log_start_offset: 0,
+                });
+                r.last_offset = last;
+            }
+            let end = log.log_end_offset();
+            let start = log.log_start_offset();
+            if let Some(r) = result.as_mut() {
+                r.log_start_offset = start;
+            }
+            self.end_tx.send_if_modified(|v| {
+                let changed = *v != end;
+                *v = end;
+                changed
+            });
+        }
+        let result = result.ok_or_else(|| BrokerError::InvalidRequest("no record batch".into()))?;
+        let settings = self.settings.read().clone();
+        if settings.fsync_before_ack() {
+            if acks == -1 {
+                self.wait_durable(result.last_offset + 1).await?;
+            } else {
+                // acks=0/1 don't wait, but their batches join the next group commit.
+                self.flush_wanted.notify_one();
+            }
+        } else if let Some(n) = settings.flush_messages {
+            let pending = self.unflushed.fetch_add(appended_records, Ordering::AcqRel) + appended_records;
+            if pending >= n {
+                self.flush_wanted.notify_one();
+            }
+        }
+        Ok(result)
+    }
+
+    /// Waits until everything below `offset` is fsynced.
+    pub async fn wait_durable(&self, offset: i64) -> Result<(), BrokerError> {
+        let mut rx = self.durable_tx.subscribe();
+        self.flush_wanted.notify_one();
+        loop {
+            let d = *rx.borrow_and_update();
+            if d.failed {
+                return Err(self.log_err(LogError::Corrupt {
+                    context: "fsync failed; partition is offline".into(),
+                }));
+            }
+            if d.offset >= offset {
+                return Ok(());
+            }
+            if rx.changed().await.is_err() {
+                return Err(BrokerError::ShuttingDown);
+            }
+        }
+    }
+
+    /// Runs the group-commit flusher until `cancel` fires, then fsyncs one last time.
+    pub async fn run_flusher(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let interval = self
+                .settings
+                .read()
+                .flush_ms
+                .map(|ms| Duration::from_millis(ms.max(1) as u64))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.flush_wanted.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+            self.sync_once().await;
+        }
+        self.sync_once().await;
+    }
+
+    async fn sync_once(&self) {
+        let pending = self.log.read().pending_sync();
+        let end = pending.end_offset();
+        if end <= self.durable_tx.borrow().offset && !self.durable_tx.borrow().failed {
+            return;
+        }
+        self.unflushed.store(0, Ordering::Release);
+        let res = tokio::task::spawn_blocking(move || pending.sync()).await;
+        match res {
+            Ok(Ok(())) => {
+                self.durable_tx.send_modify(|d| d.offset = d.offset.max(end));
+            }
+            Ok(Err(e)) => {
+                tracing::error!(partition = %self.label, error = %e, "fsync failed; taking partition offline");
+                self.failed.store(true, Ordering::Release);
+                self.durable_tx.send_modify(|d| d.failed = true);
+            }
+            Err(e) => {
+                tracing::error!(partition = %self.label, error = %e, "fsync task failed");
+            }
+        }
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` (but at least one batch if `min_one`).
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<Bytes, BrokerError> {
+        let log = self.log.read();
+        let hw = log.log_end_offset();
+        log.read(offset, max_bytes, hw, min_one)
+            .map_err(|e| self.log_err(e))
+    }
+
+    /// High watermark (= log end offset on a single node).
+    pub fn high_watermark(&self) -> i64 {
+        self.log.read().log_end_offset()
+    }
+
+    /// Log start offset.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.read().log_start_offset()
+    }
+
+    /// (log start, high watermark, size in bytes).
+    pub fn offsets(&self) -> (i64, i64, u64) {
+        let log = self.log.read();
+        (log.log_start_offset(), log.log_end_offset(), log.size_bytes())
+    }
+
+    /// A receiver that changes whenever the high watermark moves.
+    pub fn subscribe_end(&self) -> watch::Receiver<i64> {
+        self.end_tx.subscribe()
+    }
+
+    /// First record at or after `ts`.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
+        self.log.read().offset_for_timestamp(ts).map_err(|e| self.log_err(e))
+    }
+
+    /// Record with the largest timestamp.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
+        self.log.read().max_timestamp_offset().map_err(|e| self.log_err(e))
+    }
+
+    /// OffsetForLeaderEpoch lookup.
+    pub fn offset_for_leader_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.log.read().offset_for_leader_epoch(epoch)
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark).
+    pub fn delete_records(&self, offset: i64) -> Result<i64, BrokerError> {
+        let mut log = self.log.write();
+        let target = if offset == -1 { log.log_end_offset() } else { offset };
+        if target < 0 || target > log.log_end_offset() {
+            return Err(self.log_err(LogError::OffsetOutOfRange {
+                offset: target,
+                log_start: log.log_start_offset(),
+                log_end: log.log_end_offset(),
+            }));
+        }
+        if target > log.log_start_offset() {
+            log.purge_prefix(target).map_err(|e| self.log_err(e))?;
+        }
+        Ok(log.log_start_offset())
+    }
+
+    /// Applies time and size retention.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
+        let outcome = self
+            .log
+            .write()
+            .apply_retention(now_ms)
+            .map_err(|e| self.log_err(e))?;
+        if outcome.deleted_segments > 0 {
+            tracing::info!(
+                partition = %self.label,
+                segments = outcome.deleted_segments,
+                bytes = outcome.deleted_bytes,
+                log_start_offset = outcome.log_start_offset,
+                "retention deleted segments"
+            );
+        }
+        Ok(outcome.deleted_segments)
+    }
+
+    /// Flushes and closes the log (clean shutdown).
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.log.write().close().map_err(|e| self.log_err(e))
+    }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
