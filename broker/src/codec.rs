@@ -249,4 +249,37 @@ mod tests {
             Err(FrameError::UnsupportedVersion { .. })
         ));
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// The crate's decoder itself (no catch_unwind) must turn any body into Ok or Err, never a
+            /// panic, for every API and version we accept; and a claimed huge array must not allocate.
+            #[test]
+            fn random_bodies_never_panic_the_decoder(
+                api_idx in 0usize..api_versions::SUPPORTED.len(),
+                version_off in 0i16..20,
+                body in proptest::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let s = api_versions::SUPPORTED[api_idx];
+                let version = s.accept_min + version_off % (s.max - s.accept_min + 1);
+                let mut buf = Bytes::from(body);
+                let _ = RequestKind::decode(s.key, &mut buf, version);
+            }
+
+            /// Whole frames through decode_frame: never a panic, and only the documented outcomes.
+            #[test]
+            fn random_frames_are_classified(frame in proptest::collection::vec(any::<u8>(), 0..200)) {
+                match decode_frame(Bytes::from(frame)) {
+                    Ok(_) | Err(FrameError::TooShort(_)) | Err(FrameError::UnknownApiKey(_))
+                    | Err(FrameError::UnsupportedVersion { .. }) | Err(FrameError::Decode { .. }) => {}
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                }
+            }
+        }
+    }
 }

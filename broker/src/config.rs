@@ -233,9 +233,9 @@ impl BrokerConfig {
                 tracing::warn!(key = %key, "ignoring unknown configuration key");
             }
         }
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| e.message().to_string())
+        // Deserialising from the text (not the parsed table) keeps the offending line, and so the key,
+        // in the error message.
+        toml::from_str(text).map_err(|e: toml::de::Error| e.to_string().trim().to_string())
     }
 
     fn known_keys() -> &'static [&'static str] {

@@ -19,6 +19,9 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::topic_config::{source, topic_def, topic_def_by_broker_name, BrokerLayers, DescribedConfig};
 
+/// Rows to describe, plus the topic's overrides (None for the broker).
+type Described = (Vec<DescribedConfig>, Option<BTreeMap<String, String>>);
+
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
@@ -47,7 +50,7 @@ pub(super) fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest
             out.resource_type = res.resource_type;
             out.resource_name = res.resource_name.clone();
             let name = res.resource_name.to_string();
-            let described: Result<(Vec<DescribedConfig>, Option<BTreeMap<String, String>>), BrokerError> =
+            let described: Result<Described, BrokerError> =
                 match res.resource_type {
                     TOPIC => broker
                         .topic(&name)
