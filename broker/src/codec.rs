@@ -62,6 +62,9 @@ pub enum FrameError {
         /// Decoder message.
         message: String,
     },
+    /// An acks=0 produce failed: the connection is closed to tell the producer.
+    #[error("acks=0 produce failed; closing the connection to signal the producer")]
+    AcksZeroFailed,
     /// A response could not be encoded (a bug).
     #[error("cannot encode {api:?} v{version} response: {message}")]
     Encode {

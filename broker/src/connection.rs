@@ -59,6 +59,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shu
                         }
                     }
                     Ok(None) => {}
+                    Err(e @ codec::FrameError::AcksZeroFailed) => {
+                        tracing::debug!(%peer, error = %e, "closing connection");
+                        break;
+                    }
                     Err(e) => {
                         tracing::error!(%peer, error = %e, "closing connection");
                         break;

@@ -65,24 +65,27 @@ async fn dispatch(
     use ResponseKind as Rs;
     let resp = match body {
         Rq::ApiVersions(_) => Rs::ApiVersions(api_versions::response()),
-        Rq::Metadata(r) => Rs::Metadata(cluster::metadata(broker, r, version)),
+        // Handlers that may create or remove directories and fsync metadata run with
+        // block_in_place so they do not stall the other tasks on this worker thread.
+        Rq::Metadata(r) => Rs::Metadata(blocking(|| cluster::metadata(broker, r, version))),
         Rq::DescribeCluster(r) => Rs::DescribeCluster(cluster::describe_cluster(broker, r)),
         Rq::Produce(r) => match produce::handle(broker, r, version).await {
-            Some(r) => Rs::Produce(r),
-            None => return Ok(None),
+            produce::ProduceReply::Respond(r) => Rs::Produce(r),
+            produce::ProduceReply::Silent => return Ok(None),
+            produce::ProduceReply::Close => return Err(FrameError::AcksZeroFailed),
         },
         Rq::Fetch(r) => Rs::Fetch(fetch::handle(broker, r, version).await),
         Rq::ListOffsets(r) => Rs::ListOffsets(offsets::list_offsets(broker, r, version)),
         Rq::OffsetForLeaderEpoch(r) => Rs::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(broker, r)),
-        Rq::DeleteRecords(r) => Rs::DeleteRecords(offsets::delete_records(broker, r)),
-        Rq::InitProducerId(r) => Rs::InitProducerId(produce::init_producer_id(broker, r)),
-        Rq::CreateTopics(r) => Rs::CreateTopics(admin_topics::create_topics(broker, r, version)),
-        Rq::DeleteTopics(r) => Rs::DeleteTopics(admin_topics::delete_topics(broker, r)),
-        Rq::CreatePartitions(r) => Rs::CreatePartitions(admin_topics::create_partitions(broker, r)),
+        Rq::DeleteRecords(r) => Rs::DeleteRecords(blocking(|| offsets::delete_records(broker, r))),
+        Rq::InitProducerId(r) => Rs::InitProducerId(blocking(|| produce::init_producer_id(broker, r))),
+        Rq::CreateTopics(r) => Rs::CreateTopics(blocking(|| admin_topics::create_topics(broker, r, version))),
+        Rq::DeleteTopics(r) => Rs::DeleteTopics(blocking(|| admin_topics::delete_topics(broker, r))),
+        Rq::CreatePartitions(r) => Rs::CreatePartitions(blocking(|| admin_topics::create_partitions(broker, r))),
         Rq::DescribeConfigs(r) => Rs::DescribeConfigs(configs::describe_configs(broker, r, version)),
-        Rq::AlterConfigs(r) => Rs::AlterConfigs(configs::alter_configs(broker, r)),
+        Rq::AlterConfigs(r) => Rs::AlterConfigs(blocking(|| configs::alter_configs(broker, r))),
         Rq::IncrementalAlterConfigs(r) => {
-            Rs::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r))
+            Rs::IncrementalAlterConfigs(blocking(|| configs::incremental_alter_configs(broker, r)))
         }
         Rq::DescribeLogDirs(r) => Rs::DescribeLogDirs(cluster::describe_log_dirs(broker, r)),
         _ => {
@@ -91,6 +94,11 @@ async fn dispatch(
         }
     };
     Ok(Some(resp))
+}
+
+/// Runs synchronous file-system work without stalling other tasks on this worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 /// The error code and message of a failed operation.

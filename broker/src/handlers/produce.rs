@@ -20,8 +20,19 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::metrics::TopicLabel;
 
-/// Handles Produce; `None` for acks=0 (no response is sent).
-pub(super) async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+/// What to do after a Produce.
+pub(super) enum ProduceReply {
+    /// Send this response.
+    Respond(ProduceResponse),
+    /// acks=0 and everything succeeded: send nothing.
+    Silent,
+    /// acks=0 and a partition failed: close the connection, Kafka's only signal to such a producer
+    /// (it then refreshes metadata and reconnects).
+    Close,
+}
+
+/// Handles Produce.
+pub(super) async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> ProduceReply {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let transactional = req.transactional_id.is_some();
@@ -63,11 +74,15 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: 
     });
     let responses = join_all(topics).await;
     if acks == 0 {
-        return None;
+        let failed = responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .any(|p| p.error_code != 0);
+        return if failed { ProduceReply::Close } else { ProduceReply::Silent };
     }
     let mut resp = ProduceResponse::default();
     resp.responses = responses;
-    Some(resp)
+    ProduceReply::Respond(resp)
 }
 
 #[allow(clippy::too_many_arguments)]
