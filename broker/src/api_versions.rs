@@ -116,8 +116,18 @@ mod tests {
     fn every_accepted_version_is_decodable_by_the_crate() {
         for s in SUPPORTED {
             let (min, max) = crate_range(s.key);
-            assert!(s.accept_min >= min, "{:?} accepts {} < crate min {min}", s.key, s.accept_min);
-            assert!(s.max <= max, "{:?} advertises {} > crate max {max}", s.key, s.max);
+            assert!(
+                s.accept_min >= min,
+                "{:?} accepts {} < crate min {min}",
+                s.key,
+                s.accept_min
+            );
+            assert!(
+                s.max <= max,
+                "{:?} advertises {} > crate max {max}",
+                s.key,
+                s.max
+            );
         }
     }
 

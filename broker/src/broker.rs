@@ -36,7 +36,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("node_id", &self.node_id()).finish()
+        f.debug_struct("Broker")
+            .field("node_id", &self.node_id())
+            .finish()
     }
 }
 
@@ -85,7 +87,9 @@ impl Broker {
         for t in topics {
             let settings = broker.layers.read().topic_settings(&t.configs);
             for i in 0..t.partitions {
-                broker.logs.open_partition(&t.name, t.id, i, settings.clone())?;
+                broker
+                    .logs
+                    .open_partition(&t.name, t.id, i, settings.clone())?;
             }
         }
         broker.logs.spawn_retention(Duration::from_millis(
@@ -106,7 +110,13 @@ impl Broker {
 
     /// All topics.
     pub fn topics(&self) -> Vec<TopicRecord> {
-        self.metadata.lock().state().topics.values().cloned().collect()
+        self.metadata
+            .lock()
+            .state()
+            .topics
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// One topic by name.
@@ -178,7 +188,11 @@ impl Broker {
                 "partition count {partitions} is outside 1..={MAX_PARTITIONS_PER_TOPIC}"
             )));
         }
-        let rf = if replication_factor == -1 { 1 } else { replication_factor };
+        let rf = if replication_factor == -1 {
+            1
+        } else {
+            replication_factor
+        };
         if rf != 1 {
             return Err(BrokerError::InvalidReplicationFactor(format!(
                 "replication factor {rf} is larger than the 1 available broker"
@@ -246,7 +260,12 @@ impl Broker {
     }
 
     /// Grows a topic to `count` partitions.
-    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), BrokerError> {
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
         let mut md = self.metadata.lock();
         let topic = md
             .state()
@@ -277,7 +296,8 @@ impl Broker {
         drop(md);
         let settings = self.layers.read().topic_settings(&topic.configs);
         for i in topic.partitions..count {
-            self.logs.open_partition(name, topic.id, i, settings.clone())?;
+            self.logs
+                .open_partition(name, topic.id, i, settings.clone())?;
         }
         Ok(())
     }

@@ -223,7 +223,10 @@ mod tests {
 
     #[test]
     fn hostile_frames_are_errors_not_panics() {
-        assert!(matches!(decode_frame(Bytes::from_static(b"\0\0")), Err(FrameError::TooShort(2))));
+        assert!(matches!(
+            decode_frame(Bytes::from_static(b"\0\0")),
+            Err(FrameError::TooShort(2))
+        ));
         assert!(matches!(
             decode_frame(Bytes::from_static(b"\x7f\x00\x00\x00\x00\x00\x00\x01")),
             Err(FrameError::UnknownApiKey(_))
@@ -239,7 +242,10 @@ mod tests {
         b.put_i16(1); // acks
         b.put_i32(1000); // timeout
         b.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]); // compact array length varint
-        assert!(matches!(decode_frame(b.freeze()), Err(FrameError::Decode { .. })));
+        assert!(matches!(
+            decode_frame(b.freeze()),
+            Err(FrameError::Decode { .. })
+        ));
         let v0 = request_bytes(
             ApiKey::Metadata,
             4,

@@ -286,18 +286,24 @@ impl BrokerConfig {
             .rsplit_once(':')
             .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_string(), p)))
             .filter(|(h, _)| !h.is_empty())
-            .ok_or_else(|| bad("advertised_listener", advertised.clone(), "expected host:port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        let metrics_listen = match self.metrics_listen.as_str() {
-            "" | "off" | "none" => None,
-            s => Some(s.parse().map_err(|_| {
+            .ok_or_else(|| {
                 bad(
-                    "metrics_listen",
-                    s.to_string(),
-                    "expected ip:port or `off`",
+                    "advertised_listener",
+                    advertised.clone(),
+                    "expected host:port",
                 )
-            })?),
-        };
+            })?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let metrics_listen =
+            match self.metrics_listen.as_str() {
+                "" | "off" | "none" => None,
+                s => Some(s.parse().map_err(|_| {
+                    bad("metrics_listen", s.to_string(), "expected ip:port or `off`")
+                })?),
+            };
         if self.node_id < 0 {
             return Err(bad("node_id", self.node_id.to_string(), "must be >= 0"));
         }
@@ -393,7 +399,9 @@ mod tests {
 
     #[test]
     fn defaults_validate_to_the_embedded_single_node() {
-        let rt = BrokerConfig::default().validate().expect("defaults are valid");
+        let rt = BrokerConfig::default()
+            .validate()
+            .expect("defaults are valid");
         assert_eq!(rt.listen.to_string(), "127.0.0.1:9092");
         assert_eq!(rt.advertised_host, "127.0.0.1");
         assert_eq!(rt.advertised_port, 9092);

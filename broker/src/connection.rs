@@ -30,7 +30,12 @@ pub const MAX_IN_FLIGHT: usize = 64;
 type Pending = futures::future::BoxFuture<'static, Result<Option<Bytes>, codec::FrameError>>;
 
 /// Serves one connection until the peer closes it, a frame is malformed, or shutdown.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }

@@ -173,7 +173,11 @@ mod tests {
             context: "append".into(),
             source: std::io::Error::other("boom"),
         };
-        assert_eq!(BrokerError::log("t-0", io).code(), 56, "KAFKA_STORAGE_ERROR");
+        assert_eq!(
+            BrokerError::log("t-0", io).code(),
+            56,
+            "KAFKA_STORAGE_ERROR"
+        );
         let oor = LogError::OffsetOutOfRange {
             offset: 9,
             log_start: 0,

@@ -68,8 +68,9 @@ impl LogManager {
     /// Removes leftovers of interrupted deletions and of topics no longer known (`known` maps topic
     /// name to id).
     pub fn clean_orphans(&self, known: &HashMap<String, Uuid>) -> Result<(), BrokerError> {
-        let entries = std::fs::read_dir(&self.data_dir)
-            .map_err(|e| BrokerError::MetadataIo(format!("list {}: {e}", self.data_dir.display())))?;
+        let entries = std::fs::read_dir(&self.data_dir).map_err(|e| {
+            BrokerError::MetadataIo(format!("list {}: {e}", self.data_dir.display()))
+        })?;
         for entry in entries.flatten() {
             let path = entry.path();
             if !path.is_dir() {
@@ -133,7 +134,10 @@ impl LogManager {
 
     /// A hosted partition.
     pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.partitions.read().get(&(topic.to_string(), index)).cloned()
+        self.partitions
+            .read()
+            .get(&(topic.to_string(), index))
+            .cloned()
     }
 
     /// Every hosted partition.
@@ -160,9 +164,12 @@ impl LogManager {
         };
         for p in removed {
             let dir = self.partition_dir(&p.topic, p.index);
-            let doomed = self
-                .data_dir
-                .join(format!("{}-{}.{}-delete", p.topic, p.index, Uuid::new_v4().simple()));
+            let doomed = self.data_dir.join(format!(
+                "{}-{}.{}-delete",
+                p.topic,
+                p.index,
+                Uuid::new_v4().simple()
+            ));
             if let Err(e) = std::fs::rename(&dir, &doomed) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot rename partition for deletion");
                 continue;
@@ -192,7 +199,9 @@ impl LogManager {
                     let p2 = p.clone();
                     match tokio::task::spawn_blocking(move || p2.apply_retention(now)).await {
                         Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!(partition = %p.label(), error = %e, "retention failed"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(partition = %p.label(), error = %e, "retention failed")
+                        }
                         Err(e) => tracing::warn!(error = %e, "retention task failed"),
                     }
                 }

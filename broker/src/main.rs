@@ -7,7 +7,11 @@ use broker::config::{BrokerArgs, BrokerConfig};
 use broker::server::{termination_signal, Server};
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Strata: a Kafka-compatible broker with tiered storage")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a Kafka-compatible broker with tiered storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +46,10 @@ fn run_broker(args: BrokerArgs) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("strata: cannot start the async runtime: {e}");

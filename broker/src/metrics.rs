@@ -87,7 +87,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::with_prefix("strata");
         let requests = Family::<ApiLabel, Counter>::default();
-        r.register("requests", "Kafka requests served, per API", requests.clone());
+        r.register(
+            "requests",
+            "Kafka requests served, per API",
+            requests.clone(),
+        );
         let request_errors = Family::<ApiLabel, Counter>::default();
         r.register(
             "request_errors",
@@ -103,9 +107,17 @@ impl Metrics {
             latency.clone(),
         );
         let bytes_in = Family::<TopicLabel, Counter>::default();
-        r.register("bytes_in", "Record bytes produced, per topic", bytes_in.clone());
+        r.register(
+            "bytes_in",
+            "Record bytes produced, per topic",
+            bytes_in.clone(),
+        );
         let bytes_out = Family::<TopicLabel, Counter>::default();
-        r.register("bytes_out", "Record bytes fetched, per topic", bytes_out.clone());
+        r.register(
+            "bytes_out",
+            "Record bytes fetched, per topic",
+            bytes_out.clone(),
+        );
         let malformed_frames = Counter::default();
         r.register(
             "malformed_frames",
@@ -113,7 +125,11 @@ impl Metrics {
             malformed_frames.clone(),
         );
         let connections = Gauge::<i64, AtomicI64>::default();
-        r.register("connections", "Open client connections", connections.clone());
+        r.register(
+            "connections",
+            "Open client connections",
+            connections.clone(),
+        );
         let log_end_offset = Family::<PartitionLabel, Gauge<i64, AtomicI64>>::default();
         r.register(
             "log_end_offset",
@@ -127,7 +143,11 @@ impl Metrics {
             log_start_offset.clone(),
         );
         let log_size = Family::<PartitionLabel, Gauge<i64, AtomicI64>>::default();
-        r.register("log_size_bytes", "Bytes on local disk, per partition", log_size.clone());
+        r.register(
+            "log_size_bytes",
+            "Bytes on local disk, per partition",
+            log_size.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(r)),
             requests,
@@ -204,7 +224,9 @@ pub async fn serve(
                             .status(404)
                             .body(Full::new(Bytes::from_static(b"try /metrics\n"))),
                     };
-                    Ok::<_, Infallible>(resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+                    Ok::<_, Infallible>(
+                        resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+                    )
                 }
             });
             let io = hyper_util::rt::TokioIo::new(stream);

@@ -66,7 +66,9 @@ pub struct Partition {
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Partition").field("label", &self.label).finish()
+        f.debug_struct("Partition")
+            .field("label", &self.label)
+            .finish()
     }
 }
 
@@ -196,7 +198,8 @@ impl Partition {
                 self.flush_wanted.notify_one();
             }
         } else if let Some(n) = settings.flush_messages {
-            let pending = self.unflushed.fetch_add(appended_records, Ordering::AcqRel) + appended_records;
+            let pending =
+                self.unflushed.fetch_add(appended_records, Ordering::AcqRel) + appended_records;
             if pending >= n {
                 self.flush_wanted.notify_one();
             }
@@ -253,7 +256,8 @@ impl Partition {
         let res = tokio::task::spawn_blocking(move || pending.sync()).await;
         match res {
             Ok(Ok(())) => {
-                self.durable_tx.send_modify(|d| d.offset = d.offset.max(end));
+                self.durable_tx
+                    .send_modify(|d| d.offset = d.offset.max(end));
             }
             Ok(Err(e)) => {
                 tracing::error!(partition = %self.label, error = %e, "fsync failed; taking partition offline");
@@ -287,7 +291,11 @@ impl Partition {
     /// (log start, high watermark, size in bytes).
     pub fn offsets(&self) -> (i64, i64, u64) {
         let log = self.log.read();
-        (log.log_start_offset(), log.log_end_offset(), log.size_bytes())
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.size_bytes(),
+        )
     }
 
     /// A receiver that changes whenever the high watermark moves.
@@ -297,12 +305,18 @@ impl Partition {
 
     /// First record at or after `ts`.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
-        self.log.read().offset_for_timestamp(ts).map_err(|e| self.log_err(e))
+        self.log
+            .read()
+            .offset_for_timestamp(ts)
+            .map_err(|e| self.log_err(e))
     }
 
     /// Record with the largest timestamp.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
-        self.log.read().max_timestamp_offset().map_err(|e| self.log_err(e))
+        self.log
+            .read()
+            .max_timestamp_offset()
+            .map_err(|e| self.log_err(e))
     }
 
     /// OffsetForLeaderEpoch lookup.
@@ -313,7 +327,11 @@ impl Partition {
     /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark).
     pub fn delete_records(&self, offset: i64) -> Result<i64, BrokerError> {
         let mut log = self.log.write();
-        let target = if offset == -1 { log.log_end_offset() } else { offset };
+        let target = if offset == -1 {
+            log.log_end_offset()
+        } else {
+            offset
+        };
         if target < 0 || target > log.log_end_offset() {
             return Err(self.log_err(LogError::OffsetOutOfRange {
                 offset: target,

@@ -90,8 +90,14 @@ impl Server {
         tracing::info!("shutting down: finishing in-flight requests");
         connections.close();
         let grace = Duration::from_millis(self.broker.config.broker.shutdown_timeout_ms);
-        if tokio::time::timeout(grace, connections.wait()).await.is_err() {
-            tracing::warn!(?grace, "connections still busy after the shutdown grace period");
+        if tokio::time::timeout(grace, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "connections still busy after the shutdown grace period"
+            );
         }
         self.broker.shutdown().await;
         tracing::info!("shutdown complete");
@@ -104,7 +110,10 @@ pub async fn termination_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -258,7 +258,11 @@ impl BrokerLayers {
     }
 
     /// Effective value and source of a topic key for a topic with `overrides`.
-    pub fn topic_value(&self, def: &TopicConfigDef, overrides: &BTreeMap<String, String>) -> (String, i8) {
+    pub fn topic_value(
+        &self,
+        def: &TopicConfigDef,
+        overrides: &BTreeMap<String, String>,
+    ) -> (String, i8) {
         match overrides.get(def.name) {
             Some(v) => (v.clone(), source::DYNAMIC_TOPIC_CONFIG),
             None => self.broker_value(def),
@@ -316,9 +320,11 @@ impl BrokerLayers {
     pub fn validate_broker_value(name: &str, value: &str) -> Result<(), BrokerError> {
         match topic_def_by_broker_name(name) {
             Some(def) => validate_value(def, name, value),
-            None if READ_ONLY_BROKER_KEYS.iter().any(|(k, _)| *k == name) => Err(
-                BrokerError::InvalidRequest(format!("broker config `{name}` cannot be updated dynamically")),
-            ),
+            None if READ_ONLY_BROKER_KEYS.iter().any(|(k, _)| *k == name) => {
+                Err(BrokerError::InvalidRequest(format!(
+                    "broker config `{name}` cannot be updated dynamically"
+                )))
+            }
             None => Err(BrokerError::InvalidConfig(format!(
                 "unknown broker config `{name}`"
             ))),
@@ -341,9 +347,18 @@ impl BrokerLayers {
             segment_bytes: long("segment.bytes", defaults.segment_bytes as i64).max(14) as u64,
             segment_ms: long("segment.ms", defaults.segment_ms).max(1),
             // A compact-only topic must not lose records to time/size retention.
-            retention_ms: if compact_only { -1 } else { long("retention.ms", defaults.retention_ms) },
-            retention_bytes: if compact_only { -1 } else { long("retention.bytes", defaults.retention_bytes) },
-            index_interval_bytes: long("index.interval.bytes", 4096).clamp(1, i64::from(i32::MAX)) as u32,
+            retention_ms: if compact_only {
+                -1
+            } else {
+                long("retention.ms", defaults.retention_ms)
+            },
+            retention_bytes: if compact_only {
+                -1
+            } else {
+                long("retention.bytes", defaults.retention_bytes)
+            },
+            index_interval_bytes: long("index.interval.bytes", 4096).clamp(1, i64::from(i32::MAX))
+                as u32,
             max_message_bytes: long("max.message.bytes", i64::from(defaults.max_message_bytes))
                 .clamp(0, i64::from(i32::MAX)) as u32,
             timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
@@ -410,14 +425,28 @@ mod tests {
         let mut layers = BrokerLayers::from_config(&cfg);
         let def = topic_def("retention.ms").expect("known");
         let none = BTreeMap::new();
-        assert_eq!(layers.topic_value(def, &none), ("1000".into(), source::STATIC_BROKER_CONFIG));
-        layers.dynamic_default.insert("log.retention.ms".into(), "2000".into());
-        assert_eq!(layers.topic_value(def, &none), ("2000".into(), source::DYNAMIC_DEFAULT_BROKER_CONFIG));
+        assert_eq!(
+            layers.topic_value(def, &none),
+            ("1000".into(), source::STATIC_BROKER_CONFIG)
+        );
+        layers
+            .dynamic_default
+            .insert("log.retention.ms".into(), "2000".into());
+        assert_eq!(
+            layers.topic_value(def, &none),
+            ("2000".into(), source::DYNAMIC_DEFAULT_BROKER_CONFIG)
+        );
         let mut o = BTreeMap::new();
         o.insert("retention.ms".to_string(), "3000".to_string());
-        assert_eq!(layers.topic_value(def, &o), ("3000".into(), source::DYNAMIC_TOPIC_CONFIG));
+        assert_eq!(
+            layers.topic_value(def, &o),
+            ("3000".into(), source::DYNAMIC_TOPIC_CONFIG)
+        );
         let seg = topic_def("segment.bytes").expect("known");
-        assert_eq!(layers.topic_value(seg, &o), ("1073741824".into(), source::DEFAULT_CONFIG));
+        assert_eq!(
+            layers.topic_value(seg, &o),
+            ("1073741824".into(), source::DEFAULT_CONFIG)
+        );
         assert_eq!(layers.topic_settings(&o).log.retention_ms, 3000);
     }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
@@ -18,7 +20,11 @@ use super::error_parts;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 
-pub(super) fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub(super) fn create_topics(
+    broker: &Arc<Broker>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
         .topics
@@ -108,11 +114,21 @@ pub(super) fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, vers
     resp
 }
 
-pub(super) fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub(super) fn delete_topics(
+    broker: &Arc<Broker>,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics` by name or id.
-    let mut targets: Vec<(Option<String>, Uuid)> =
-        req.topic_names.iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect();
-    targets.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    let mut targets: Vec<(Option<String>, Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    targets.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
     let mut resp = DeleteTopicsResponse::default();
     resp.responses = targets
         .into_iter()
@@ -122,7 +138,9 @@ pub(super) fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest) -> D
                 Some(n) => Some(n.clone()),
                 None => broker.topic_by_id(id).map(|t| t.name),
             };
-            out.name = resolved.clone().map(|n| TopicName(StrBytes::from_string(n)));
+            out.name = resolved
+                .clone()
+                .map(|n| TopicName(StrBytes::from_string(n)));
             out.topic_id = id;
             match resolved {
                 None => out.error_code = ResponseError::UnknownTopicId.code(),
@@ -141,7 +159,10 @@ pub(super) fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest) -> D
     resp
 }
 
-pub(super) fn create_partitions(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub(super) fn create_partitions(
+    broker: &Arc<Broker>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let node = broker.node_id();
     let mut resp = CreatePartitionsResponse::default();
     resp.results = req

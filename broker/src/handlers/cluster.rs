@@ -24,7 +24,11 @@ use crate::metadata_store::TopicRecord;
 /// Kafka's marker for "authorized operations not requested".
 const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
-pub(super) fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub(super) fn metadata(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let mut resp = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
     b.node_id = BrokerId(broker.node_id());
@@ -42,10 +46,14 @@ pub(super) fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16)
         Some(t) if t.is_empty() && version == 0 => None,
         Some(t) => Some(t),
     };
-    let allow_auto_create =
-        (version < 4 || req.allow_auto_topic_creation) && broker.config.broker.auto_create_topics_enable;
+    let allow_auto_create = (version < 4 || req.allow_auto_topic_creation)
+        && broker.config.broker.auto_create_topics_enable;
     resp.topics = match requested {
-        None => broker.topics().iter().map(|t| topic_entry(broker, t)).collect(),
+        None => broker
+            .topics()
+            .iter()
+            .map(|t| topic_entry(broker, t))
+            .collect(),
         Some(list) => list
             .into_iter()
             .map(|rt| {
@@ -138,7 +146,10 @@ fn topic_entry(broker: &Broker, topic: &TopicRecord) -> MetadataResponseTopic {
     t
 }
 
-pub(super) fn describe_cluster(broker: &Arc<Broker>, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub(super) fn describe_cluster(
+    broker: &Arc<Broker>,
+    _req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let mut resp = DescribeClusterResponse::default();
     let mut b = DescribeClusterBroker::default();
     b.broker_id = BrokerId(broker.node_id());
@@ -153,7 +164,10 @@ pub(super) fn describe_cluster(broker: &Arc<Broker>, _req: DescribeClusterReques
     resp
 }
 
-pub(super) fn describe_log_dirs(broker: &Arc<Broker>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub(super) fn describe_log_dirs(
+    broker: &Arc<Broker>,
+    req: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.topic.0.to_string(), t.partitions))

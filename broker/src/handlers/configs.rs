@@ -17,7 +17,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::error_parts;
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::topic_config::{source, topic_def, topic_def_by_broker_name, BrokerLayers, DescribedConfig};
+use crate::topic_config::{
+    source, topic_def, topic_def_by_broker_name, BrokerLayers, DescribedConfig,
+};
 
 /// Rows to describe, plus the topic's overrides (None for the broker).
 type Described = (Vec<DescribedConfig>, Option<BTreeMap<String, String>>);
@@ -39,7 +41,11 @@ fn broker_target(broker: &Broker, name: &str) -> Result<bool, BrokerError> {
     }
 }
 
-pub(super) fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub(super) fn describe_configs(
+    broker: &Arc<Broker>,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let layers = broker.layers();
     let mut resp = DescribeConfigsResponse::default();
     resp.results = req
@@ -50,17 +56,16 @@ pub(super) fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest
             out.resource_type = res.resource_type;
             out.resource_name = res.resource_name.clone();
             let name = res.resource_name.to_string();
-            let described: Result<Described, BrokerError> =
-                match res.resource_type {
-                    TOPIC => broker
-                        .topic(&name)
-                        .map(|t| (layers.describe_topic(&t.configs), Some(t.configs)))
-                        .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.clone())),
-                    BROKER => broker_target(broker, &name).map(|_| (layers.describe_broker(), None)),
-                    other => Err(BrokerError::InvalidRequest(format!(
-                        "resource type {other} is not supported"
-                    ))),
-                };
+            let described: Result<Described, BrokerError> = match res.resource_type {
+                TOPIC => broker
+                    .topic(&name)
+                    .map(|t| (layers.describe_topic(&t.configs), Some(t.configs)))
+                    .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.clone())),
+                BROKER => broker_target(broker, &name).map(|_| (layers.describe_broker(), None)),
+                other => Err(BrokerError::InvalidRequest(format!(
+                    "resource type {other} is not supported"
+                ))),
+            };
             match described {
                 Ok((rows, overrides)) => {
                     let keys = res.configuration_keys.as_ref();
@@ -161,7 +166,10 @@ fn apply(
     }
 }
 
-pub(super) fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub(super) fn alter_configs(
+    broker: &Arc<Broker>,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut resp = AlterConfigsResponse::default();
     resp.responses = req
         .resources
@@ -171,15 +179,21 @@ pub(super) fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> A
             out.resource_type = res.resource_type;
             out.resource_name = res.resource_name.clone();
             // Non-incremental: the given set replaces every override.
-            let result = apply(broker, res.resource_type, &res.resource_name, req.validate_only, |cfg| {
-                cfg.clear();
-                for c in &res.configs {
-                    if let Some(v) = &c.value {
-                        cfg.insert(c.name.to_string(), v.to_string());
+            let result = apply(
+                broker,
+                res.resource_type,
+                &res.resource_name,
+                req.validate_only,
+                |cfg| {
+                    cfg.clear();
+                    for c in &res.configs {
+                        if let Some(v) = &c.value {
+                            cfg.insert(c.name.to_string(), v.to_string());
+                        }
                     }
-                }
-                Ok(())
-            });
+                    Ok(())
+                },
+            );
             if let Err(e) = result {
                 let (code, msg) = error_parts(&e);
                 out.error_code = code;
@@ -210,59 +224,78 @@ pub(super) fn incremental_alter_configs(
             out.resource_type = res.resource_type;
             out.resource_name = res.resource_name.clone();
             let is_topic = res.resource_type == TOPIC;
-            let result = apply(broker, res.resource_type, &res.resource_name, req.validate_only, |cfg| {
-                for c in &res.configs {
-                    let key = c.name.to_string();
-                    let value = c.value.as_ref().map(|v| v.to_string());
-                    match c.config_operation {
-                        SET => {
-                            let v = value.ok_or_else(|| {
-                                BrokerError::InvalidRequest(format!("SET of `{key}` without a value"))
-                            })?;
-                            cfg.insert(key, v);
-                        }
-                        DELETE => {
-                            cfg.remove(&key);
-                        }
-                        APPEND | SUBTRACT => {
-                            let def = if is_topic { topic_def(&key) } else { topic_def_by_broker_name(&key) };
-                            let def = def
-                                .filter(|d| d.kind == crate::topic_config::ConfigType::List)
-                                .ok_or_else(|| {
-                                    BrokerError::InvalidConfig(format!("`{key}` is not a list config"))
+            let result = apply(
+                broker,
+                res.resource_type,
+                &res.resource_name,
+                req.validate_only,
+                |cfg| {
+                    for c in &res.configs {
+                        let key = c.name.to_string();
+                        let value = c.value.as_ref().map(|v| v.to_string());
+                        match c.config_operation {
+                            SET => {
+                                let v = value.ok_or_else(|| {
+                                    BrokerError::InvalidRequest(format!(
+                                        "SET of `{key}` without a value"
+                                    ))
                                 })?;
-                            let current = cfg.get(&key).cloned().unwrap_or_else(|| {
-                                if is_topic {
-                                    layers.broker_value(def).0
-                                } else {
-                                    def.default.to_string()
-                                }
-                            });
-                            let mut items: Vec<String> = current
-                                .split(',')
-                                .map(|s| s.trim().to_string())
-                                .filter(|s| !s.is_empty())
-                                .collect();
-                            for v in value.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                                if c.config_operation == APPEND {
-                                    if !items.iter().any(|i| i == v) {
-                                        items.push(v.to_string());
-                                    }
-                                } else {
-                                    items.retain(|i| i != v);
-                                }
+                                cfg.insert(key, v);
                             }
-                            cfg.insert(key, items.join(","));
-                        }
-                        op => {
-                            return Err(BrokerError::InvalidRequest(format!(
-                                "unknown config operation {op} for `{key}`"
-                            )))
+                            DELETE => {
+                                cfg.remove(&key);
+                            }
+                            APPEND | SUBTRACT => {
+                                let def = if is_topic {
+                                    topic_def(&key)
+                                } else {
+                                    topic_def_by_broker_name(&key)
+                                };
+                                let def = def
+                                    .filter(|d| d.kind == crate::topic_config::ConfigType::List)
+                                    .ok_or_else(|| {
+                                        BrokerError::InvalidConfig(format!(
+                                            "`{key}` is not a list config"
+                                        ))
+                                    })?;
+                                let current = cfg.get(&key).cloned().unwrap_or_else(|| {
+                                    if is_topic {
+                                        layers.broker_value(def).0
+                                    } else {
+                                        def.default.to_string()
+                                    }
+                                });
+                                let mut items: Vec<String> = current
+                                    .split(',')
+                                    .map(|s| s.trim().to_string())
+                                    .filter(|s| !s.is_empty())
+                                    .collect();
+                                for v in value
+                                    .unwrap_or_default()
+                                    .split(',')
+                                    .map(str::trim)
+                                    .filter(|s| !s.is_empty())
+                                {
+                                    if c.config_operation == APPEND {
+                                        if !items.iter().any(|i| i == v) {
+                                            items.push(v.to_string());
+                                        }
+                                    } else {
+                                        items.retain(|i| i != v);
+                                    }
+                                }
+                                cfg.insert(key, items.join(","));
+                            }
+                            op => {
+                                return Err(BrokerError::InvalidRequest(format!(
+                                    "unknown config operation {op} for `{key}`"
+                                )))
+                            }
                         }
                     }
-                }
-                Ok(())
-            });
+                    Ok(())
+                },
+            );
             if let Err(e) = result {
                 let (code, msg) = error_parts(&e);
                 out.error_code = code;

@@ -35,22 +35,36 @@ struct Slot {
 }
 
 pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
-    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline =
+        Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
     let by_id = version >= 13;
 
     let mut topics_out: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
     let mut slots = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
-        let record = if by_id { broker.topic_by_id(t.topic_id) } else { broker.topic(&t.topic.0) };
-        let name = record.as_ref().map(|r| r.name.clone()).unwrap_or_else(|| t.topic.0.to_string());
+        let record = if by_id {
+            broker.topic_by_id(t.topic_id)
+        } else {
+            broker.topic(&t.topic.0)
+        };
+        let name = record
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| t.topic.0.to_string());
         let mut out = FetchableTopicResponse::default();
         out.topic = t.topic.clone();
         out.topic_id = t.topic_id;
         topics_out.push(out);
         for p in &t.partitions {
-            let partition = record.as_ref().and_then(|_| broker.partition(&name, p.partition));
+            let partition = record
+                .as_ref()
+                .and_then(|_| broker.partition(&name, p.partition));
             slots.push(Slot {
                 topic_index: ti,
                 topic: name.clone(),
@@ -71,8 +85,10 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16
     let read_committed = req.isolation_level == 1;
     let datas = loop {
         // Subscribe before reading so that an append between the read and the wait is not missed.
-        let mut watchers: Vec<watch::Receiver<i64>> =
-            slots.iter().filter_map(|s| s.partition.as_ref().map(|p| p.subscribe_end())).collect();
+        let mut watchers: Vec<watch::Receiver<i64>> = slots
+            .iter()
+            .filter_map(|s| s.partition.as_ref().map(|p| p.subscribe_end()))
+            .collect();
         let (datas, total, any_error) = read_all(&slots, max_bytes, read_committed);
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || watchers.is_empty() {
@@ -90,7 +106,9 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16
             broker
                 .metrics
                 .bytes_out
-                .get_or_create(&TopicLabel { topic: slot.topic.clone() })
+                .get_or_create(&TopicLabel {
+                    topic: slot.topic.clone(),
+                })
                 .inc_by(bytes.len() as u64);
         }
         topics_out[slot.topic_index].partitions.push(data);
@@ -101,7 +119,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16
     resp
 }
 
-fn read_all(slots: &[Slot], max_bytes: usize, read_committed: bool) -> (Vec<PartitionData>, usize, bool) {
+fn read_all(
+    slots: &[Slot],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<PartitionData>, usize, bool) {
     let mut remaining = max_bytes;
     let mut total = 0usize;
     let mut any_error = false;
@@ -113,7 +135,11 @@ fn read_all(slots: &[Slot], max_bytes: usize, read_committed: bool) -> (Vec<Part
         d.last_stable_offset = -1;
         d.log_start_offset = -1;
         d.preferred_read_replica = BrokerId(-1);
-        d.aborted_transactions = if read_committed { Some(Vec::new()) } else { None };
+        d.aborted_transactions = if read_committed {
+            Some(Vec::new())
+        } else {
+            None
+        };
         d.records = Some(Bytes::new());
         let Some(p) = slot.partition.as_ref() else {
             d.error_code = slot.missing_code;

@@ -38,7 +38,9 @@ pub async fn handle(broker: Arc<Broker>, req: DecodedRequest) -> Result<Option<B
     let label = ApiLabel {
         api: format!("{api:?}"),
     };
-    let response = dispatch(&broker, api, version, req.body).instrument(span).await;
+    let response = dispatch(&broker, api, version, req.body)
+        .instrument(span)
+        .await;
     broker.metrics.requests.get_or_create(&label).inc();
     broker
         .metrics
@@ -76,13 +78,25 @@ async fn dispatch(
         },
         Rq::Fetch(r) => Rs::Fetch(fetch::handle(broker, r, version).await),
         Rq::ListOffsets(r) => Rs::ListOffsets(offsets::list_offsets(broker, r, version)),
-        Rq::OffsetForLeaderEpoch(r) => Rs::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(broker, r)),
+        Rq::OffsetForLeaderEpoch(r) => {
+            Rs::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(broker, r))
+        }
         Rq::DeleteRecords(r) => Rs::DeleteRecords(blocking(|| offsets::delete_records(broker, r))),
-        Rq::InitProducerId(r) => Rs::InitProducerId(blocking(|| produce::init_producer_id(broker, r))),
-        Rq::CreateTopics(r) => Rs::CreateTopics(blocking(|| admin_topics::create_topics(broker, r, version))),
-        Rq::DeleteTopics(r) => Rs::DeleteTopics(blocking(|| admin_topics::delete_topics(broker, r))),
-        Rq::CreatePartitions(r) => Rs::CreatePartitions(blocking(|| admin_topics::create_partitions(broker, r))),
-        Rq::DescribeConfigs(r) => Rs::DescribeConfigs(configs::describe_configs(broker, r, version)),
+        Rq::InitProducerId(r) => {
+            Rs::InitProducerId(blocking(|| produce::init_producer_id(broker, r)))
+        }
+        Rq::CreateTopics(r) => {
+            Rs::CreateTopics(blocking(|| admin_topics::create_topics(broker, r, version)))
+        }
+        Rq::DeleteTopics(r) => {
+            Rs::DeleteTopics(blocking(|| admin_topics::delete_topics(broker, r)))
+        }
+        Rq::CreatePartitions(r) => {
+            Rs::CreatePartitions(blocking(|| admin_topics::create_partitions(broker, r)))
+        }
+        Rq::DescribeConfigs(r) => {
+            Rs::DescribeConfigs(configs::describe_configs(broker, r, version))
+        }
         Rq::AlterConfigs(r) => Rs::AlterConfigs(blocking(|| configs::alter_configs(broker, r))),
         Rq::IncrementalAlterConfigs(r) => {
             Rs::IncrementalAlterConfigs(blocking(|| configs::incremental_alter_configs(broker, r)))

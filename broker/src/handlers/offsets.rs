@@ -28,7 +28,11 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub(super) fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub(super) fn list_offsets(
+    broker: &Arc<Broker>,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     resp.topics = req
         .topics
@@ -48,7 +52,8 @@ pub(super) fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, versio
                     match broker.partition(&name, p.partition_index) {
                         None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                         Some(part) => {
-                            r.error_code = check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
+                            r.error_code =
+                                check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
                             if r.error_code == 0 {
                                 lookup(&part, p.timestamp, &mut r);
                             }
@@ -115,9 +120,12 @@ pub(super) fn offset_for_leader_epoch(
                     match broker.partition(&name, p.partition) {
                         None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                         Some(part) => {
-                            r.error_code = check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
+                            r.error_code =
+                                check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
                             if r.error_code == 0 {
-                                if let Some((epoch, end)) = part.offset_for_leader_epoch(p.leader_epoch) {
+                                if let Some((epoch, end)) =
+                                    part.offset_for_leader_epoch(p.leader_epoch)
+                                {
                                     r.leader_epoch = epoch;
                                     r.end_offset = end;
                                 }
@@ -134,7 +142,10 @@ pub(super) fn offset_for_leader_epoch(
     resp
 }
 
-pub(super) fn delete_records(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub(super) fn delete_records(
+    broker: &Arc<Broker>,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut resp = DeleteRecordsResponse::default();
     resp.topics = req
         .topics

@@ -32,7 +32,11 @@ pub(super) enum ProduceReply {
 }
 
 /// Handles Produce.
-pub(super) async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> ProduceReply {
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    req: ProduceRequest,
+    _version: i16,
+) -> ProduceReply {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let transactional = req.transactional_id.is_some();
@@ -78,7 +82,11 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: 
             .iter()
             .flat_map(|t| &t.partition_responses)
             .any(|p| p.error_code != 0);
-        return if failed { ProduceReply::Close } else { ProduceReply::Silent };
+        return if failed {
+            ProduceReply::Close
+        } else {
+            ProduceReply::Silent
+        };
     }
     let mut resp = ProduceResponse::default();
     resp.responses = responses;
@@ -97,7 +105,9 @@ async fn produce_partition(
     max_request: usize,
 ) -> Result<crate::partition::ProduceResult, BrokerError> {
     if !matches!(acks, -1..=1) {
-        return Err(BrokerError::InvalidRequest(format!("acks={acks} is not -1, 0 or 1")));
+        return Err(BrokerError::InvalidRequest(format!(
+            "acks={acks} is not -1, 0 or 1"
+        )));
     }
     if transactional {
         return Err(BrokerError::Unsupported("transactional produce".into()));
@@ -115,7 +125,12 @@ async fn produce_partition(
         });
     }
     let size = records.len() as u64;
-    let result = match tokio::time::timeout(timeout.max(Duration::from_millis(1)), partition.produce(&records, acks)).await {
+    let result = match tokio::time::timeout(
+        timeout.max(Duration::from_millis(1)),
+        partition.produce(&records, acks),
+    )
+    .await
+    {
         Ok(r) => r?,
         Err(_) => return Err(BrokerError::RequestTimedOut),
     };
@@ -130,11 +145,18 @@ async fn produce_partition(
 }
 
 /// InitProducerId for idempotent producers (transactions come with their own issue).
-pub(super) fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub(super) fn init_producer_id(
+    broker: &Arc<Broker>,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
         resp.error_code = ResponseError::UnsupportedVersion.code();
         return resp;
     }

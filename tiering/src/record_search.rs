@@ -1,0 +1,110 @@
+//! Record-exact lookups inside one batch (for ListOffsets by timestamp): decodes, and if needed
+//! decompresses, the batch with kafka-protocol's decoder.
+
+use crate::batch::BatchHeader;
+use crate::decompress::{decompress_bounded, MAX_DECOMPRESSED_BATCH};
+use crate::error::LogError;
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+
+/// Batches claiming more records than this are not decoded (a guard against hostile headers).
+pub const MAX_DECODED_RECORDS: i32 = 1_000_000;
+
+/// `(offset, timestamp)` of every record in one whole batch. For `LogAppendTime` batches every
+/// record's timestamp is the batch's max timestamp.
+pub(crate) fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, LogError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.records_count > MAX_DECODED_RECORDS {
+        return Err(LogError::RecordDecode {
+            base_offset: header.base_offset,
+            reason: format!(
+                "records_count={} exceeds the decode limit of {MAX_DECODED_RECORDS}",
+                header.records_count
+            ),
+        });
+    }
+    // Decompress through our own capped codecs: the crate's have no output limit.
+    let bounded = |data: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
+        decompress_bounded(data, codec, MAX_DECOMPRESSED_BATCH).map_err(anyhow::Error::msg)
+    };
+    let mut buf = Bytes::copy_from_slice(batch);
+    let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(bounded)).map_err(
+        |e| LogError::RecordDecode {
+            base_offset: header.base_offset,
+            reason: format!("{e:#}"),
+        },
+    )?;
+    let append_time = header.has_log_append_time();
+    Ok(set
+        .records
+        .iter()
+        .map(|r| {
+            let ts = if append_time {
+                header.max_timestamp
+            } else {
+                r.timestamp
+            };
+            (r.offset, ts)
+        })
+        .collect())
+}
+
+/// The first record (in offset order) with timestamp >= `timestamp`.
+pub(crate) fn first_at_or_after(
+    batch: &[u8],
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, LogError> {
+    Ok(record_timestamps(batch)?
+        .into_iter()
+        .find(|(_, ts)| *ts >= timestamp))
+}
+
+/// The first record holding the batch's largest record timestamp.
+pub(crate) fn max_timestamp_record(batch: &[u8]) -> Result<Option<(i64, i64)>, LogError> {
+    let records = record_timestamps(batch)?;
+    let mut best: Option<(i64, i64)> = None;
+    for (offset, ts) in records {
+        if best.is_none_or(|(_, b)| ts > b) {
+            best = Some((offset, ts));
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::rewrite_batch_header;
+    use crate::batch::test_support::batch_with;
+    use kafka_protocol::records::Compression;
+
+    #[test]
+    fn finds_records_in_compressed_batches() {
+        for compression in [Compression::None, Compression::Zstd, Compression::Lz4] {
+            let mut b = batch_with(4, &[10, 30, 20, 30], compression, None);
+            rewrite_batch_header(&mut b, 100, 0, None);
+            assert_eq!(first_at_or_after(&b, 15).unwrap(), Some((101, 30)));
+            assert_eq!(first_at_or_after(&b, 10).unwrap(), Some((100, 10)));
+            assert_eq!(first_at_or_after(&b, 31).unwrap(), None);
+            assert_eq!(max_timestamp_record(&b).unwrap(), Some((101, 30)));
+        }
+    }
+
+    #[test]
+    fn append_time_batches_use_max_timestamp() {
+        let mut b = batch_with(3, &[1, 2, 3], Compression::Gzip, None);
+        rewrite_batch_header(&mut b, 0, 0, Some(500));
+        assert_eq!(first_at_or_after(&b, 400).unwrap(), Some((0, 500)));
+        assert_eq!(max_timestamp_record(&b).unwrap(), Some((0, 500)));
+    }
+
+    #[test]
+    fn refuses_huge_record_counts() {
+        let mut b = batch_with(1, &[], Compression::None, None);
+        b[57..61].copy_from_slice(&(MAX_DECODED_RECORDS + 1).to_be_bytes());
+        assert!(matches!(
+            record_timestamps(&b),
+            Err(LogError::RecordDecode { .. })
+        ));
+    }
+}
