@@ -100,7 +100,8 @@ pub fn decode_frame(frame: Bytes) -> Result<Frame, FrameError> {
         let mut buf = frame;
         let header = RequestHeader::decode(&mut buf, api.request_header_version(version))
             .map_err(|e| e.to_string())?;
-        let body = RequestKind::decode(api, &mut buf, version).map_err(|e| format!("{e:#}"))?;
+        let body = RequestKind::decode(api, &mut buf, api_versions::codec_version(api, version))
+            .map_err(|e| format!("{e:#}"))?;
         Ok::<_, String>((header, body))
     });
     match decoded {
@@ -141,7 +142,8 @@ pub fn encode_response(
     header
         .encode(&mut buf, api.response_header_version(version))
         .map_err(err)?;
-    body.encode(&mut buf, version).map_err(err)?;
+    body.encode(&mut buf, api_versions::codec_version(api, version))
+        .map_err(err)?;
     let len = i32::try_from(buf.len() - 4).map_err(|_| FrameError::Encode {
         api,
         version,
@@ -277,7 +279,7 @@ mod tests {
                 let s = api_versions::SUPPORTED[api_idx];
                 let version = s.accept_min + version_off % (s.max - s.accept_min + 1);
                 let mut buf = Bytes::from(body);
-                let _ = RequestKind::decode(s.key, &mut buf, version);
+                let _ = RequestKind::decode(s.key, &mut buf, api_versions::codec_version(s.key, version));
             }
 
             /// Whole frames through decode_frame: never a panic, and only the documented outcomes.
