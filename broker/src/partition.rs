@@ -9,6 +9,11 @@
 //! fsync per round, however many producers wait. If an fsync fails the partition is marked failed (the
 //! page cache can no longer be trusted) and every waiter, and every later produce, gets
 //! KAFKA_STORAGE_ERROR.
+//!
+//! Visibility: with the default policy the high watermark (what Fetch and ListOffsets see) is the
+//! durable offset, so a consumer never reads a record that a power loss could take back and whose
+//! offset a later record would then reuse. A topic that relaxes durability (flush.messages/flush.ms)
+//! exposes records as soon as they are appended, as Kafka does.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -57,6 +62,7 @@ pub struct Partition {
     label: String,
     log: RwLock<Box<dyn PartitionLog + Sync>>,
     settings: RwLock<TopicSettings>,
+    /// High watermark: the end of what readers may see.
     end_tx: watch::Sender<i64>,
     durable_tx: watch::Sender<Durable>,
     flush_wanted: Notify,
@@ -82,6 +88,11 @@ impl Partition {
         settings: TopicSettings,
     ) -> Arc<Self> {
         let end = log.log_end_offset();
+        // What recovery found may still be only in the page cache (after a process crash): make it
+        // durable before it becomes visible as the high watermark.
+        if let Err(e) = log.pending_sync().sync() {
+            tracing::warn!(error = %e, "initial fsync failed; the flusher will retry");
+        }
         Arc::new(Self {
             label: format!("{topic}-{index}"),
             topic,
@@ -116,8 +127,16 @@ impl Partition {
 
     /// Applies new topic settings (after AlterConfigs).
     pub fn set_settings(&self, settings: TopicSettings) {
-        self.log.write().set_config(settings.log.clone());
+        let relaxed = !settings.fsync_before_ack();
+        let end = {
+            let mut log = self.log.write();
+            log.set_config(settings.log.clone());
+            log.log_end_offset()
+        };
         *self.settings.write() = settings;
+        if relaxed {
+            self.publish_high_watermark(end);
+        }
         self.flush_wanted.notify_one();
     }
 
@@ -182,11 +201,9 @@ impl Partition {
             if let Some(r) = result.as_mut() {
                 r.log_start_offset = start;
             }
-            self.end_tx.send_if_modified(|v| {
-                let changed = *v != end;
-                *v = end;
-                changed
-            });
+            if !self.settings.read().fsync_before_ack() {
+                self.publish_high_watermark(end);
+            }
         }
         let result = result.ok_or_else(|| BrokerError::InvalidRequest("no record batch".into()))?;
         let settings = self.settings.read().clone();
@@ -258,6 +275,7 @@ impl Partition {
             Ok(Ok(())) => {
                 self.durable_tx
                     .send_modify(|d| d.offset = d.offset.max(end));
+                self.publish_high_watermark(end);
             }
             Ok(Err(e)) => {
                 tracing::error!(partition = %self.label, error = %e, "fsync failed; taking partition offline");
@@ -270,17 +288,29 @@ impl Partition {
         }
     }
 
-    /// Reads whole batches from `offset`, at most `max_bytes` (but at least one batch if `min_one`).
+    /// Raises the high watermark to `offset` (never lowers it) and wakes long-polling fetches.
+    fn publish_high_watermark(&self, offset: i64) {
+        self.end_tx.send_if_modified(|v| {
+            let raise = offset > *v;
+            if raise {
+                *v = offset;
+            }
+            raise
+        });
+    }
+
+    /// Reads whole batches from `offset` below the high watermark, at most `max_bytes` (but at least
+    /// one batch if `min_one`).
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<Bytes, BrokerError> {
+        let hw = self.high_watermark();
         let log = self.log.read();
-        let hw = log.log_end_offset();
-        log.read(offset, max_bytes, hw, min_one)
+        log.read(offset, max_bytes, hw.min(log.log_end_offset()), min_one)
             .map_err(|e| self.log_err(e))
     }
 
-    /// High watermark (= log end offset on a single node).
+    /// High watermark: the durable offset by default, the log end offset when durability is relaxed.
     pub fn high_watermark(&self) -> i64 {
-        self.log.read().log_end_offset()
+        *self.end_tx.borrow()
     }
 
     /// Log start offset.
@@ -290,10 +320,11 @@ impl Partition {
 
     /// (log start, high watermark, size in bytes).
     pub fn offsets(&self) -> (i64, i64, u64) {
+        let hw = self.high_watermark();
         let log = self.log.read();
         (
             log.log_start_offset(),
-            log.log_end_offset(),
+            hw.min(log.log_end_offset()),
             log.size_bytes(),
         )
     }
@@ -327,16 +358,13 @@ impl Partition {
     /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark).
     pub fn delete_records(&self, offset: i64) -> Result<i64, BrokerError> {
         let mut log = self.log.write();
-        let target = if offset == -1 {
-            log.log_end_offset()
-        } else {
-            offset
-        };
-        if target < 0 || target > log.log_end_offset() {
+        let hw = self.high_watermark().min(log.log_end_offset());
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
             return Err(self.log_err(LogError::OffsetOutOfRange {
                 offset: target,
                 log_start: log.log_start_offset(),
-                log_end: log.log_end_offset(),
+                log_end: hw,
             }));
         }
         if target > log.log_start_offset() {
@@ -376,4 +404,97 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use tiering::{LogConfig, MemoryLog};
+
+    use super::*;
+    use crate::topic_config::BrokerLayers;
+
+    fn batch(n: usize) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: 1_000 + i as i64,
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("encode");
+        buf.freeze()
+    }
+
+    fn partition(overrides: &[(&str, &str)]) -> Arc<Partition> {
+        let overrides: BTreeMap<String, String> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = BrokerLayers::default().topic_settings(&overrides);
+        Partition::new(
+            "t".into(),
+            Uuid::new_v4(),
+            0,
+            Box::new(MemoryLog::new(LogConfig::default())),
+            settings,
+        )
+    }
+
+    #[tokio::test]
+    async fn records_become_visible_only_once_durable_by_default() {
+        let p = partition(&[]);
+        let r = p.produce(&batch(3), 1).await.expect("append");
+        assert_eq!((r.base_offset, r.last_offset), (0, 2));
+        // Appended, not yet fsynced (no flusher runs in this test): readers see nothing.
+        assert_eq!(p.high_watermark(), 0);
+        assert!(p.read(0, 1 << 20, true).expect("read").is_empty());
+        p.sync_once().await;
+        assert_eq!(p.high_watermark(), 3);
+        assert!(!p.read(0, 1 << 20, true).expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn relaxed_topics_expose_appends_at_once() {
+        let p = partition(&[("flush.ms", "1000")]);
+        p.produce(&batch(2), 1).await.expect("append");
+        assert_eq!(p.high_watermark(), 2);
+        assert!(!p.read(0, 1 << 20, true).expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn acks_all_returns_after_the_group_commit() {
+        let p = partition(&[]);
+        let cancel = CancellationToken::new();
+        let flusher = tokio::spawn(p.clone().run_flusher(cancel.clone()));
+        let r = p.produce(&batch(4), -1).await.expect("acks=all");
+        assert_eq!(r.last_offset, 3);
+        assert_eq!(p.high_watermark(), 4, "acknowledged means durable and visible");
+        cancel.cancel();
+        flusher.await.expect("flusher");
+    }
 }
