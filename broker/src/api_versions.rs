@@ -53,6 +53,17 @@ pub const SUPPORTED: &[ApiSupport] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::ListGroups, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The version the codec uses for a request of `key` at `version`. DescribeLogDirs v0 has exactly v1's
@@ -115,6 +126,17 @@ mod tests {
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
+            ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
+            ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,
+            ApiKey::Heartbeat => HeartbeatRequest::VERSIONS,
+            ApiKey::LeaveGroup => LeaveGroupRequest::VERSIONS,
+            ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS,
+            ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS,
+            ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
+            ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
+            ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
+            ApiKey::OffsetDelete => OffsetDeleteRequest::VERSIONS,
             other => panic!("no range for {other:?}"),
         };
         let _ = ProduceRequest::KEY;
@@ -146,7 +168,11 @@ mod tests {
         assert_eq!(p.min, 0);
         assert!(!accepts(ApiKey::Produce, 2));
         assert!(accepts(ApiKey::Produce, 3));
-        assert!(!accepts(ApiKey::JoinGroup, 0));
+        assert!(accepts(ApiKey::JoinGroup, 0));
+        assert!(
+            support(ApiKey::ConsumerGroupHeartbeat).is_none(),
+            "KIP-848 is not offered"
+        );
         assert_eq!(response().api_keys.len(), SUPPORTED.len());
     }
 }

@@ -10,11 +10,20 @@ use uuid::Uuid;
 
 use crate::config::RuntimeConfig;
 use crate::error::BrokerError;
+use crate::group::{CoordinatorConfig, GroupCoordinator, SystemClock};
 use crate::log_manager::LogManager;
 use crate::metadata_store::{MetadataStore, TopicRecord, PRODUCER_ID_BLOCK};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::topic_config::{validate_topic_value, BrokerLayers, TopicSettings};
+
+/// Topics the broker writes itself; clients may read them but never produce to, create or delete them.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+/// Whether `name` is a broker-internal topic.
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
 
 /// Longest legal topic name (Kafka's limit).
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -29,6 +38,8 @@ pub struct Broker {
     pub logs: Arc<LogManager>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The group coordinator (consumer groups and committed offsets).
+    pub groups: Arc<GroupCoordinator>,
     metadata: Mutex<MetadataStore>,
     layers: RwLock<BrokerLayers>,
     producer_ids: Mutex<ProducerIdRange>,
@@ -76,8 +87,23 @@ impl Broker {
             .collect();
         logs.clean_orphans(&known)?;
         let topics: Vec<TopicRecord> = store.state().topics.values().cloned().collect();
+        let groups = Arc::new(GroupCoordinator::new(
+            CoordinatorConfig {
+                offsets_topic_num_partitions: config.broker.offsets_topic_num_partitions,
+                initial_rebalance_delay_ms: i64::try_from(
+                    config.broker.group_initial_rebalance_delay_ms,
+                )
+                .unwrap_or(i64::MAX),
+                offsets_retention_ms: config
+                    .broker
+                    .offsets_retention_minutes
+                    .saturating_mul(60_000),
+            },
+            Arc::new(SystemClock),
+        ));
         let broker = Arc::new(Self {
             metrics: Metrics::new(),
+            groups,
             logs,
             metadata: Mutex::new(store),
             layers: RwLock::new(layers),
@@ -92,6 +118,7 @@ impl Broker {
                     .open_partition(&t.name, t.id, i, settings.clone())?;
             }
         }
+        broker.groups.load(&broker)?;
         broker.logs.spawn_retention(Duration::from_millis(
             broker.config.broker.log_retention_check_interval_ms,
         ));

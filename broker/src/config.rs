@@ -75,6 +75,15 @@ pub struct BrokerArgs {
     /// Cluster id to create a new data dir with (a random one otherwise).
     #[arg(long, env = "STRATA_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Partitions of `__consumer_offsets` when it is created (`offsets.topic.num.partitions`).
+    #[arg(long, env = "STRATA_OFFSETS_TOPIC_NUM_PARTITIONS")]
+    pub offsets_topic_num_partitions: Option<i32>,
+    /// Delay of the first rebalance of an empty group (`group.initial.rebalance.delay.ms`).
+    #[arg(long, env = "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// How long offsets of an empty group are kept (`offsets.retention.minutes`).
+    #[arg(long, env = "STRATA_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
 }
 
 /// The broker's configuration after layering. Keys of the TOML file are these field names.
@@ -121,6 +130,12 @@ pub struct BrokerConfig {
     pub log_message_timestamp_type: String,
     /// How long SIGTERM waits for in-flight requests before closing connections.
     pub shutdown_timeout_ms: u64,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_topic_num_partitions: i32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `offsets.retention.minutes`.
+    pub offsets_retention_minutes: i64,
 }
 
 impl Default for BrokerConfig {
@@ -146,6 +161,9 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: None,
             log_message_timestamp_type: "CreateTime".into(),
             shutdown_timeout_ms: 10_000,
+            offsets_topic_num_partitions: 50,
+            group_initial_rebalance_delay_ms: 3_000,
+            offsets_retention_minutes: 10_080,
         }
     }
 }
@@ -196,6 +214,9 @@ impl BrokerConfig {
             log_retention_bytes,
             log_retention_check_interval_ms,
             log_message_timestamp_type,
+            offsets_topic_num_partitions,
+            group_initial_rebalance_delay_ms,
+            offsets_retention_minutes,
         );
         if args.rack.is_some() {
             cfg.rack = args.rack.clone();
@@ -260,6 +281,9 @@ impl BrokerConfig {
             "log_flush_interval_ms",
             "log_message_timestamp_type",
             "shutdown_timeout_ms",
+            "offsets_topic_num_partitions",
+            "group_initial_rebalance_delay_ms",
+            "offsets_retention_minutes",
         ]
     }
 
@@ -354,6 +378,22 @@ impl BrokerConfig {
                 "log_retention_bytes",
                 self.log_retention_bytes.to_string(),
                 "must be >= -1",
+            ));
+        }
+        if !(1..=crate::broker::MAX_PARTITIONS_PER_TOPIC)
+            .contains(&self.offsets_topic_num_partitions)
+        {
+            return Err(bad(
+                "offsets_topic_num_partitions",
+                self.offsets_topic_num_partitions.to_string(),
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.offsets_retention_minutes < 1 {
+            return Err(bad(
+                "offsets_retention_minutes",
+                self.offsets_retention_minutes.to_string(),
+                "must be at least 1",
             ));
         }
         if self.log_retention_check_interval_ms == 0 {

@@ -90,7 +90,7 @@ pub async fn serve(
                     }
                     Some(Ok(frame)) => match codec::decode_frame(frame.freeze()) {
                         Ok(Frame::Request(req)) => {
-                            in_flight.push_back(handlers::handle(broker.clone(), *req).boxed());
+                            in_flight.push_back(handlers::handle(broker.clone(), *req, peer).boxed());
                         }
                         Ok(Frame::ApiVersionsFallback { correlation_id }) => {
                             let resp = codec::api_versions_fallback(correlation_id).map(Some);

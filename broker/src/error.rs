@@ -102,6 +102,57 @@ pub enum BrokerError {
     /// The feature exists in Kafka but not (yet) in Strata.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A group coordinator refusal (membership, generation, state).
+    #[error("group: {0}")]
+    Group(#[from] GroupError),
+}
+
+/// Why the group coordinator refused a request; each maps to one Kafka error code in
+/// [`BrokerError::response_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// The member id is not (or no longer) a member of the group.
+    #[error("unknown member id")]
+    UnknownMemberId,
+    /// The request carries a generation other than the group's current one.
+    #[error("illegal generation")]
+    IllegalGeneration,
+    /// The group is rebalancing; the member must rejoin.
+    #[error("rebalance in progress")]
+    RebalanceInProgress,
+    /// Another member with the same group.instance.id replaced this one.
+    #[error("fenced instance id")]
+    FencedInstanceId,
+    /// KIP-394: the member must rejoin with the member id returned.
+    #[error("member id required")]
+    MemberIdRequired,
+    /// The member's protocol type or protocols do not match the group's.
+    #[error("inconsistent group protocol")]
+    InconsistentGroupProtocol,
+    /// The session timeout is outside the broker's allowed range.
+    #[error("invalid session timeout")]
+    InvalidSessionTimeout,
+    /// The group id is empty or otherwise unusable.
+    #[error("invalid group id")]
+    InvalidGroupId,
+    /// The group does not exist.
+    #[error("group id not found")]
+    GroupIdNotFound,
+    /// The group still has members.
+    #[error("group is not empty")]
+    NonEmptyGroup,
+    /// A member of the group consumes the topic whose offsets were to be deleted.
+    #[error("group is subscribed to the topic")]
+    GroupSubscribedToTopic,
+    /// The commit's metadata string is longer than `offset.metadata.max.bytes`.
+    #[error("offset metadata too large")]
+    OffsetMetadataTooLarge,
+    /// This broker stopped coordinating the group (shutting down); the client looks it up again.
+    #[error("not coordinator")]
+    NotCoordinator,
+    /// The coordinator cannot serve this key (e.g. transactions).
+    #[error("coordinator not available")]
+    CoordinatorNotAvailable,
 }
 
 impl BrokerError {
@@ -132,6 +183,22 @@ impl BrokerError {
             Self::RequestTimedOut => ResponseError::RequestTimedOut,
             Self::ShuttingDown => ResponseError::NotLeaderOrFollower,
             Self::Unsupported(_) => ResponseError::UnsupportedVersion,
+            Self::Group(g) => match g {
+                GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+                GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+                GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+                GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+                GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+                GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+                GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+                GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+                GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+                GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+                GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+                GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+                GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+                GroupError::NotCoordinator => ResponseError::NotCoordinator,
+            },
         }
     }
 
@@ -184,5 +251,14 @@ mod tests {
             log_end: 1,
         };
         assert_eq!(BrokerError::log("t-0", oor).code(), 1);
+        assert_eq!(BrokerError::from(GroupError::UnknownMemberId).code(), 25);
+        assert_eq!(BrokerError::from(GroupError::IllegalGeneration).code(), 22);
+        assert_eq!(
+            BrokerError::from(GroupError::RebalanceInProgress).code(),
+            27
+        );
+        assert_eq!(BrokerError::from(GroupError::MemberIdRequired).code(), 79);
+        assert_eq!(BrokerError::from(GroupError::FencedInstanceId).code(), 82);
+        assert_eq!(BrokerError::from(GroupError::NonEmptyGroup).code(), 68);
     }
 }

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod group;
 pub mod handlers;
 pub mod log_manager;
 pub mod metadata_store;

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::log_manager::LogManager;
 
 /// Label set naming a Kafka API.
@@ -41,6 +42,17 @@ pub struct TopicLabel {
 /// Label set naming a partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: String,
+}
+
+/// Label set naming a consumer group's partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupPartitionLabel {
+    /// Group id.
+    pub group: String,
     /// Topic name.
     pub topic: String,
     /// Partition index.
@@ -68,6 +80,7 @@ pub struct Metrics {
     log_end_offset: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
     log_start_offset: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
     log_size: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
+    group_lag: Family<GroupPartitionLabel, Gauge<i64, AtomicI64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,7 +161,14 @@ impl Metrics {
             "Bytes on local disk, per partition",
             log_size.clone(),
         );
+        let group_lag = Family::<GroupPartitionLabel, Gauge<i64, AtomicI64>>::default();
+        r.register(
+            "consumer_group_lag",
+            "Log end offset minus committed offset, per group and partition",
+            group_lag.clone(),
+        );
         Self {
+            group_lag,
             registry: Arc::new(Mutex::new(r)),
             requests,
             request_errors,
@@ -161,6 +181,21 @@ impl Metrics {
             log_start_offset,
             log_size,
         }
+    }
+
+    /// Text exposition with consumer group lag computed from `broker` at scrape time.
+    pub fn render_broker(&self, broker: &Broker) -> String {
+        self.group_lag.clear();
+        for (group, topic, partition, lag) in broker.groups.lag(broker) {
+            self.group_lag
+                .get_or_create(&GroupPartitionLabel {
+                    group,
+                    topic,
+                    partition: partition.to_string(),
+                })
+                .set(lag);
+        }
+        self.render(&broker.logs)
     }
 
     /// Text exposition of every metric, refreshing per-partition gauges from `logs`.
@@ -189,12 +224,7 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` on `addr` until `cancel` fires.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Metrics,
-    logs: Arc<LogManager>,
-    cancel: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, cancel: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -206,12 +236,11 @@ pub async fn serve(
                 }
             },
         };
-        let metrics = metrics.clone();
-        let logs = logs.clone();
+        let broker = broker.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let body = if req.uri().path() == "/metrics" {
-                    Some(metrics.render(&logs))
+                    Some(broker.metrics.render_broker(&broker))
                 } else {
                     None
                 };

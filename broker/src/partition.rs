@@ -273,9 +273,11 @@ impl Partition {
         let res = tokio::task::spawn_blocking(move || pending.sync()).await;
         match res {
             Ok(Ok(())) => {
+                // Visible before acknowledged: an acks=all producer woken by `durable_tx` must find
+                // its records below the high watermark.
+                self.publish_high_watermark(end);
                 self.durable_tx
                     .send_modify(|d| d.offset = d.offset.max(end));
-                self.publish_high_watermark(end);
             }
             Ok(Err(e)) => {
                 tracing::error!(partition = %self.label, error = %e, "fsync failed; taking partition offline");
@@ -493,7 +495,11 @@ mod tests {
         let flusher = tokio::spawn(p.clone().run_flusher(cancel.clone()));
         let r = p.produce(&batch(4), -1).await.expect("acks=all");
         assert_eq!(r.last_offset, 3);
-        assert_eq!(p.high_watermark(), 4, "acknowledged means durable and visible");
+        assert_eq!(
+            p.high_watermark(),
+            4,
+            "acknowledged means durable and visible"
+        );
         cancel.cancel();
         flusher.await.expect("flusher");
     }

@@ -38,16 +38,17 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let shutdown = CancellationToken::new();
+        tokio::spawn(
+            broker
+                .groups
+                .clone()
+                .run_timers(broker.clone(), shutdown.clone()),
+        );
         if let Some(addr) = metrics_addr {
             let ml = metrics::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on metrics address {addr}"))?;
-            tokio::spawn(metrics::serve(
-                ml,
-                broker.metrics.clone(),
-                broker.logs.clone(),
-                shutdown.clone(),
-            ));
+            tokio::spawn(metrics::serve(ml, broker.clone(), shutdown.clone()));
             tracing::info!(%addr, "metrics endpoint listening");
         }
         tracing::info!(

@@ -44,6 +44,11 @@ pub(super) fn create_topics(
             out.num_partitions = -1;
             out.replication_factor = -1;
             let result = (|| {
+                if crate::broker::is_internal_topic(&name) {
+                    return Err(BrokerError::InvalidTopic(format!(
+                        "{name} is an internal topic; the broker creates it"
+                    )));
+                }
                 if duplicates.contains(&name) {
                     return Err(BrokerError::InvalidRequest(format!("topic {name} is listed more than once")));
                 }
@@ -144,6 +149,13 @@ pub(super) fn delete_topics(
             out.topic_id = id;
             match resolved {
                 None => out.error_code = ResponseError::UnknownTopicId.code(),
+                Some(n) if crate::broker::is_internal_topic(&n) => {
+                    let e =
+                        BrokerError::InvalidTopic(format!("internal topic {n} cannot be deleted"));
+                    let (code, msg) = error_parts(&e);
+                    out.error_code = code;
+                    out.error_message = msg;
+                }
                 Some(n) => match broker.delete_topic(&n) {
                     Ok(deleted_id) => out.topic_id = deleted_id,
                     Err(e) => {

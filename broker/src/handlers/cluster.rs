@@ -119,7 +119,7 @@ fn topic_entry(broker: &Broker, topic: &TopicRecord) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     t.topic_id = topic.id;
-    t.is_internal = topic.name.starts_with("__");
+    t.is_internal = crate::broker::is_internal_topic(&topic.name);
     t.topic_authorized_operations = OPS_NOT_REQUESTED;
     t.partitions = (0..topic.partitions)
         .map(|i| {

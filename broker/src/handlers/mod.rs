@@ -5,6 +5,7 @@ mod admin_topics;
 mod cluster;
 mod configs;
 mod fetch;
+mod groups;
 mod offsets;
 mod produce;
 
@@ -23,7 +24,11 @@ use crate::error::BrokerError;
 use crate::metrics::ApiLabel;
 
 /// Handles one decoded request; `Ok(None)` means no response is sent (acks=0 produce).
-pub async fn handle(broker: Arc<Broker>, req: DecodedRequest) -> Result<Option<Bytes>, FrameError> {
+pub async fn handle(
+    broker: Arc<Broker>,
+    req: DecodedRequest,
+    peer: std::net::SocketAddr,
+) -> Result<Option<Bytes>, FrameError> {
     let api = req.api_key;
     let version = req.header.request_api_version;
     let correlation_id = req.header.correlation_id;
@@ -38,7 +43,11 @@ pub async fn handle(broker: Arc<Broker>, req: DecodedRequest) -> Result<Option<B
     let label = ApiLabel {
         api: format!("{api:?}"),
     };
-    let response = dispatch(&broker, api, version, req.body)
+    let client = groups::Client {
+        id: client_id.clone(),
+        host: format!("/{}", peer.ip()),
+    };
+    let response = dispatch(&broker, api, version, req.body, &client)
         .instrument(span)
         .await;
     broker.metrics.requests.get_or_create(&label).inc();
@@ -62,6 +71,7 @@ async fn dispatch(
     api: kafka_protocol::messages::ApiKey,
     version: i16,
     body: RequestKind,
+    client: &groups::Client,
 ) -> Result<Option<ResponseKind>, FrameError> {
     use RequestKind as Rq;
     use ResponseKind as Rs;
@@ -102,6 +112,17 @@ async fn dispatch(
             Rs::IncrementalAlterConfigs(blocking(|| configs::incremental_alter_configs(broker, r)))
         }
         Rq::DescribeLogDirs(r) => Rs::DescribeLogDirs(cluster::describe_log_dirs(broker, r)),
+        Rq::FindCoordinator(r) => Rs::FindCoordinator(groups::find_coordinator(broker, r, version)),
+        Rq::JoinGroup(r) => Rs::JoinGroup(groups::join_group(broker, r, version, client).await),
+        Rq::SyncGroup(r) => Rs::SyncGroup(groups::sync_group(broker, r, version).await),
+        Rq::Heartbeat(r) => Rs::Heartbeat(groups::heartbeat(broker, r)),
+        Rq::LeaveGroup(r) => Rs::LeaveGroup(groups::leave_group(broker, r, version).await),
+        Rq::OffsetCommit(r) => Rs::OffsetCommit(groups::offset_commit(broker, r, version).await),
+        Rq::OffsetFetch(r) => Rs::OffsetFetch(groups::offset_fetch(broker, r, version)),
+        Rq::ListGroups(r) => Rs::ListGroups(groups::list_groups(broker, r, version)),
+        Rq::DescribeGroups(r) => Rs::DescribeGroups(groups::describe_groups(broker, r, version)),
+        Rq::DeleteGroups(r) => Rs::DeleteGroups(groups::delete_groups(broker, r).await),
+        Rq::OffsetDelete(r) => Rs::OffsetDelete(groups::offset_delete(broker, r).await),
         _ => {
             // decode_frame admits only implemented APIs, so this is a table mismatch (a bug).
             return Err(FrameError::UnsupportedVersion { api, version });

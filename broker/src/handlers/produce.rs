@@ -112,6 +112,11 @@ async fn produce_partition(
     if transactional {
         return Err(BrokerError::Unsupported("transactional produce".into()));
     }
+    if crate::broker::is_internal_topic(topic) {
+        return Err(BrokerError::InvalidTopic(format!(
+            "cannot append to internal topic {topic}"
+        )));
+    }
     let partition = broker
         .partition(topic, index)
         .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{topic}-{index}")))?;

@@ -1,8 +1,8 @@
 """Client-side helpers for the confluent-kafka (librdkafka) tests: admin calls that wait, a producer that
 records delivery reports, and a consumer that reads assigned partitions from explicit offsets.
 
-Consumers never join a group (the broker has no group coordinator yet): they `assign()` partitions with
-explicit offsets and never commit.
+These consumers never join a group: they `assign()` partitions with explicit offsets and never commit
+(group membership is tested in test_groups.py).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def producer(bootstrap: str, **conf) -> RecordingProducer:
 
 def consumer(bootstrap: str, **conf) -> Consumer:
     """A Consumer for manual assignment. librdkafka's Python binding insists on a group.id, but with
-    assign() and no commits the group is never joined."""
+    assign() and no commits the group is never joined (offsets may be looked up, none are stored)."""
     base = {
         "bootstrap.servers": bootstrap,
         **FAST_CLIENT_CONF,

@@ -55,3 +55,18 @@ def test_kafkajs_roundtrip(broker, topic_name):
             assert m.value() == rec["value"].encode()
             assert m.timestamp() == (1, rec["timestamp"])
             assert m.headers() == [(k, v.encode()) for k, v in rec["headers"]]
+
+
+def test_kafkajs_group_consumer(broker_factory, topic_name):
+    broker = broker_factory("--group-initial-rebalance-delay-ms", "0")
+    r = subprocess.run(["node", str(HERE / "kafkajs_group.js"), broker.bootstrap, topic_name, "g-kafkajs"],
+                       env=_node_env(), capture_output=True, timeout=120)
+    out, err = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+    assert r.returncode == 0, f"kafkajs script exited {r.returncode}:\nstdout:\n{out}\nstderr:\n{err}"
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, f"no RESULT line in kafkajs output:\n{out}"
+    result = json.loads(lines[0][len("RESULT "):])
+    assert sorted(result["got"]) == sorted(f"v{i}" for i in range(20))
+    parts = {p["partition"]: int(p["offset"]) for p in result["offsets"][0]["partitions"]}
+    assert parts == {0: 10, 1: 10}
+    assert "g-kafkajs" in result["groups"]

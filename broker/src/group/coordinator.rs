@@ -1,0 +1,946 @@
+//! The group coordinator service: owns every group hosted by this broker, persists commits and group
+//! metadata to `__consumer_offsets` (see `store.rs` for the format and the commit point), rebuilds its
+//! state from that topic at start, and runs the timer task that drives the state machines.
+//!
+//! Locking: one mutex over the group map, never held across an await. Writes for one
+//! `__consumer_offsets` partition are serialised by a per-partition async lock held from the append
+//! until the in-memory state is updated, so the in-memory order matches the log order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::classic::{
+    Group, GroupConfig, GroupState, JoinOutcome, JoinRequest, Reply, SyncOutcome,
+};
+use super::offsets::{self, CommittedOffset};
+use super::store::{self, GroupRecord};
+use crate::broker::Broker;
+use crate::error::{BrokerError, GroupError};
+
+/// Name of the internal topic holding commits and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How often deadlines (session, rebalance, initial delay) are checked.
+const TICK: Duration = Duration::from_millis(50);
+/// Kafka's `offset.metadata.max.bytes` default.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// How often offset retention runs.
+const RETENTION_EVERY_MS: i64 = 60_000;
+
+/// Source of the current time, injectable for tests.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        crate::partition::now_ms()
+    }
+}
+
+/// Committed offsets per topic: (topic, [(partition, offset if committed)]).
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+/// Per topic, per partition outcome of OffsetDelete.
+pub type OffsetDeleteResults = Vec<(String, Vec<(i32, Result<(), BrokerError>)>)>;
+
+/// Coordinator settings from the broker config.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorConfig {
+    /// `offsets.topic.num.partitions` used when the topic is created.
+    pub offsets_topic_num_partitions: i32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: i64,
+    /// `offsets.retention.minutes` in ms.
+    pub offsets_retention_ms: i64,
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupListing {
+    /// Group id.
+    pub group_id: String,
+    /// Protocol type (empty for offset-only groups).
+    pub protocol_type: String,
+    /// State name.
+    pub state: &'static str,
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    /// Member id.
+    pub member_id: String,
+    /// group.instance.id.
+    pub instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client host.
+    pub client_host: String,
+    /// Metadata for the chosen protocol.
+    pub metadata: Bytes,
+    /// Assignment.
+    pub assignment: Bytes,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    /// State name (`Dead` for an unknown group, as Kafka answers).
+    pub state: &'static str,
+    /// Protocol type.
+    pub protocol_type: String,
+    /// Chosen protocol.
+    pub protocol: String,
+    /// Members.
+    pub members: Vec<MemberDescription>,
+}
+
+/// Kafka's `String.hashCode` (UTF-16 code units, wrapping 32-bit arithmetic).
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The `__consumer_offsets` partition of a group: `abs(hash) % n` with Kafka's `Utils.abs`.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    let h = java_string_hash(group_id);
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// The group coordinator.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    cfg: CoordinatorConfig,
+    clock: Arc<dyn Clock>,
+    write_locks: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+    create_lock: Mutex<()>,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+impl GroupCoordinator {
+    /// A coordinator with no groups yet (call [`GroupCoordinator::load`] before serving).
+    pub fn new(cfg: CoordinatorConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            groups: Mutex::new(HashMap::new()),
+            cfg,
+            clock,
+            write_locks: Mutex::new(HashMap::new()),
+            create_lock: Mutex::new(()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn group_cfg(&self) -> GroupConfig {
+        GroupConfig {
+            initial_rebalance_delay_ms: self.cfg.initial_rebalance_delay_ms,
+        }
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist and waits until every partition is open;
+    /// returns its partition count.
+    pub fn ensure_topic(&self, broker: &Broker) -> Result<i32, BrokerError> {
+        let ready = |n: i32| broker.partition(OFFSETS_TOPIC, n - 1).is_some();
+        if let Some(t) = broker.topic(OFFSETS_TOPIC) {
+            if ready(t.partitions) {
+                return Ok(t.partitions);
+            }
+        }
+        tokio::task::block_in_place(|| {
+            let _guard = self.create_lock.lock();
+            if broker.topic(OFFSETS_TOPIC).is_none() {
+                let configs =
+                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                let n = self.cfg.offsets_topic_num_partitions;
+                match broker.create_topic(OFFSETS_TOPIC, n, 1, configs, false) {
+                    Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Another thread may be opening the partitions (the topic is in the metadata first).
+            for _ in 0..1_000 {
+                if let Some(t) = broker.topic(OFFSETS_TOPIC) {
+                    if ready(t.partitions) {
+                        return Ok(t.partitions);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(BrokerError::from(GroupError::CoordinatorNotAvailable))
+        })
+    }
+
+    async fn append(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        records: &[(Bytes, Option<Bytes>)],
+    ) -> Result<(), BrokerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let n = self.ensure_topic(broker)?;
+        let index = partition_for(group_id, n);
+        let partition = broker.partition(OFFSETS_TOPIC, index).ok_or_else(|| {
+            BrokerError::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{index}"))
+        })?;
+        let batch = store::build_batch(records, self.now())
+            .map_err(|e| BrokerError::MetadataIo(e.to_string()))?;
+        partition.produce(&batch, -1).await?;
+        Ok(())
+    }
+
+    async fn write_lock(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, BrokerError> {
+        let n = self.ensure_topic(broker)?;
+        let index = partition_for(group_id, n);
+        let lock = self
+            .write_locks
+            .lock()
+            .entry(index)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        Ok(lock.lock_owned().await)
+    }
+
+    /// Persists group metadata changes; failures are logged (group metadata is advisory: groups come
+    /// back Empty after a restart and their members rejoin).
+    async fn persist(&self, broker: &Broker, dirty: Vec<(String, Bytes, Option<Bytes>)>) {
+        for (group, key, value) in dirty {
+            let _guard = match self.write_lock(broker, &group).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(group = %group, error = %e, "cannot persist group metadata");
+                    continue;
+                }
+            };
+            if let Err(e) = self.append(broker, &group, &[(key, value)]).await {
+                tracing::warn!(group = %group, error = %e, "cannot persist group metadata");
+            }
+        }
+    }
+
+    fn take_dirty(g: &mut Group, out: &mut Vec<(String, Bytes, Option<Bytes>)>) {
+        if g.take_dirty() {
+            out.push((
+                g.id.clone(),
+                store::group_key(&g.id),
+                Some(store::group_value(&g.stored())),
+            ));
+        }
+    }
+
+    /// Rebuilds offsets and groups from `__consumer_offsets` (if it exists). Runs before serving.
+    pub fn load(&self, broker: &Broker) -> Result<(), BrokerError> {
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let now = self.now();
+        let mut groups = self.groups.lock();
+        let mut records = 0usize;
+        for index in 0..topic.partitions {
+            let Some(p) = broker.partition(OFFSETS_TOPIC, index) else {
+                continue;
+            };
+            let (start, end, _) = p.offsets();
+            let mut offset = start;
+            while offset < end {
+                let data = p.read(offset, 1 << 20, true)?;
+                if data.is_empty() {
+                    break;
+                }
+                let mut pos = 0usize;
+                while pos + 27 <= data.len() {
+                    let base = i64::from_be_bytes(data[pos..pos + 8].try_into().expect("8 bytes"));
+                    let len =
+                        i32::from_be_bytes(data[pos + 8..pos + 12].try_into().expect("4 bytes"));
+                    let delta =
+                        i32::from_be_bytes(data[pos + 23..pos + 27].try_into().expect("4 bytes"));
+                    let total = 12 + usize::try_from(len).unwrap_or(0);
+                    if len <= 0 || pos + total > data.len() {
+                        break;
+                    }
+                    let batch = data.slice(pos..pos + total);
+                    pos += total;
+                    let next = base + i64::from(delta) + 1;
+                    if next <= offset {
+                        continue;
+                    }
+                    offset = next;
+                    let recs = store::decode_batches(batch).map_err(|e| {
+                        BrokerError::MetadataIo(format!("{OFFSETS_TOPIC}-{index}: {e}"))
+                    })?;
+                    records += recs.len();
+                    for r in recs {
+                        apply(&mut groups, r, now);
+                    }
+                }
+                if pos == 0 {
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            groups = groups.len(),
+            records,
+            "loaded consumer groups from {OFFSETS_TOPIC}"
+        );
+        Ok(())
+    }
+
+    /// Runs deadlines and offset retention until `cancel` fires.
+    pub async fn run_timers(self: Arc<Self>, broker: Arc<Broker>, cancel: CancellationToken) {
+        let mut last_retention = self.now();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    // Shutdown: release JoinGroup/SyncGroup calls parked on a rebalance so that the
+                    // connections can finish; clients find the coordinator again after the restart.
+                    let mut groups = self.groups.lock();
+                    self.closing.store(true, std::sync::atomic::Ordering::Release);
+                    for g in groups.values_mut() {
+                        g.abort_waiters(GroupError::NotCoordinator);
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            let now = self.now();
+            let retention_due = now - last_retention >= RETENTION_EVERY_MS;
+            if retention_due {
+                last_retention = now;
+            }
+            self.tick(&broker, now, retention_due).await;
+        }
+    }
+
+    /// One timer round at `now`: fires group deadlines, persists metadata changes and, with
+    /// `retention_due`, tombstones the expired offsets of Empty groups.
+    pub async fn tick(&self, broker: &Broker, now: i64, retention_due: bool) {
+        let mut dirty = Vec::new();
+        let mut expired: Vec<(String, Vec<(String, i32)>)> = Vec::new();
+        {
+            let mut groups = self.groups.lock();
+            for g in groups.values_mut() {
+                g.tick(now);
+                Self::take_dirty(g, &mut dirty);
+                if retention_due && g.state == GroupState::Empty {
+                    let keys: Vec<(String, i32)> = g
+                        .offsets
+                        .iter()
+                        .filter(|(_, o)| {
+                            offsets::expired(
+                                o,
+                                g.state_since_ms,
+                                self.cfg.offsets_retention_ms,
+                                now,
+                            )
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    if !keys.is_empty() {
+                        expired.push((g.id.clone(), keys));
+                    }
+                }
+            }
+        }
+        self.persist(broker, dirty).await;
+        for (group, keys) in expired {
+            tracing::info!(group = %group, offsets = keys.len(), "expiring committed offsets");
+            if let Err(e) = self.delete_offsets_inner(broker, &group, &keys).await {
+                tracing::warn!(group = %group, error = %e, "cannot expire offsets");
+            }
+        }
+    }
+
+    /// JoinGroup.
+    pub async fn join(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        req: JoinRequest,
+    ) -> Result<JoinOutcome, (GroupError, String)> {
+        if group_id.is_empty() {
+            return Err((GroupError::InvalidGroupId, req.member_id));
+        }
+        let member_id = req.member_id.clone();
+        let now = self.now();
+        let cfg = self.group_cfg();
+        let mut dirty = Vec::new();
+        let reply = {
+            let mut groups = self.groups.lock();
+            // Checked under the map lock, which shutdown holds while it sets the flag and aborts
+            // the parked calls, so no call can park after that.
+            if self.is_closing() {
+                return Err((GroupError::NotCoordinator, member_id));
+            }
+            let g = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now));
+            let r = g.join(req, now, &cfg);
+            Self::take_dirty(g, &mut dirty);
+            r
+        };
+        self.persist(broker, dirty).await;
+        match reply {
+            Reply::Now(r) => r,
+            Reply::Wait(rx) => rx
+                .await
+                .unwrap_or(Err((GroupError::RebalanceInProgress, member_id))),
+        }
+    }
+
+    /// SyncGroup.
+    pub async fn sync(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Result<SyncOutcome, GroupError> {
+        let now = self.now();
+        let mut dirty = Vec::new();
+        let reply = {
+            let mut groups = self.groups.lock();
+            if self.is_closing() {
+                return Err(GroupError::NotCoordinator);
+            }
+            let Some(g) = groups.get_mut(group_id) else {
+                return Err(GroupError::UnknownMemberId);
+            };
+            let r = g.sync(member_id, instance_id, generation, assignments, now);
+            Self::take_dirty(g, &mut dirty);
+            r
+        };
+        self.persist(broker, dirty).await;
+        match reply {
+            Reply::Now(r) => r,
+            Reply::Wait(rx) => rx.await.unwrap_or(Err(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    /// Heartbeat.
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        let now = self.now();
+        let mut groups = self.groups.lock();
+        let g = groups
+            .get_mut(group_id)
+            .ok_or(GroupError::UnknownMemberId)?;
+        g.heartbeat(member_id, instance_id, generation, now)
+    }
+
+    /// LeaveGroup for each (member id, instance id).
+    pub async fn leave(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let now = self.now();
+        let mut dirty = Vec::new();
+        let results = {
+            let mut groups = self.groups.lock();
+            let Some(g) = groups.get_mut(group_id) else {
+                // As Kafka: no group means every leaving member is unknown.
+                return Ok(vec![Err(GroupError::UnknownMemberId); members.len()]);
+            };
+            let r = members
+                .iter()
+                .map(|(m, i)| g.leave(m, i.as_deref(), now))
+                .collect();
+            Self::take_dirty(g, &mut dirty);
+            r
+        };
+        self.persist(broker, dirty).await;
+        Ok(results)
+    }
+
+    /// OffsetCommit: validates membership, then appends every commit durably before applying it.
+    /// Returns one result per entry.
+    pub async fn commit(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId.into());
+        }
+        {
+            let groups = self.groups.lock();
+            match groups.get(group_id) {
+                Some(g) => g.validate_commit(member_id, instance_id, generation)?,
+                None if generation < 0 => {}
+                None => return Err(GroupError::IllegalGeneration.into()),
+            }
+        }
+        let mut results = Vec::with_capacity(entries.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, partition, offset) in entries {
+            if offset
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+            {
+                results.push(Err(GroupError::OffsetMetadataTooLarge.into()));
+                continue;
+            }
+            if broker.partition(&topic, partition).is_none() {
+                results.push(Err(BrokerError::UnknownTopicOrPartition(format!(
+                    "{topic}-{partition}"
+                ))));
+                continue;
+            }
+            records.push((
+                store::offset_key(group_id, &topic, partition),
+                Some(store::offset_value(&offset)),
+            ));
+            accepted.push((results.len(), topic, partition, offset));
+            results.push(Ok(()));
+        }
+        let _guard = self.write_lock(broker, group_id).await?;
+        if let Err(e) = self.append(broker, group_id, &records).await {
+            let code_error = || BrokerError::from(GroupError::CoordinatorNotAvailable);
+            tracing::warn!(group = group_id, error = %e, "cannot persist offset commit");
+            for (i, ..) in &accepted {
+                results[*i] = Err(code_error());
+            }
+            return Ok(results);
+        }
+        let now = self.now();
+        let mut groups = self.groups.lock();
+        let g = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now));
+        for (_, topic, partition, offset) in accepted {
+            g.offsets.insert((topic, partition), offset);
+        }
+        Ok(results)
+    }
+
+    /// OffsetFetch: committed offsets of `topics` (all topics with `None`).
+    pub fn fetch(&self, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> FetchedOffsets {
+        let groups = self.groups.lock();
+        let g = groups.get(group_id);
+        match topics {
+            Some(ts) => ts
+                .into_iter()
+                .map(|(t, parts)| {
+                    let ps = parts
+                        .into_iter()
+                        .map(|p| (p, g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned())))
+                        .collect();
+                    (t, ps)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                    BTreeMap::new();
+                if let Some(g) = g {
+                    for ((t, p), o) in &g.offsets {
+                        by_topic
+                            .entry(t.clone())
+                            .or_default()
+                            .push((*p, Some(o.clone())));
+                    }
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// ListGroups, optionally filtered by state names (case-insensitive).
+    pub fn list(&self, states: &[String]) -> Vec<GroupListing> {
+        let groups = self.groups.lock();
+        let mut out: Vec<GroupListing> = groups
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .filter(|g| {
+                states.is_empty()
+                    || states
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(g.state.name()))
+            })
+            .map(|g| GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state.name(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    /// DescribeGroups for one group.
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        let groups = self.groups.lock();
+        let Some(g) = groups.get(group_id) else {
+            return GroupDescription {
+                state: GroupState::Dead.name(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            };
+        };
+        let protocol = g.protocol.clone().unwrap_or_default();
+        GroupDescription {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// DeleteGroups for one group: only groups without members; tombstones every offset and the group.
+    pub async fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), BrokerError> {
+        let keys: Vec<(String, i32)> = {
+            let groups = self.groups.lock();
+            let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+            if !g.members.is_empty() || g.state != GroupState::Empty {
+                return Err(GroupError::NonEmptyGroup.into());
+            }
+            g.offsets.keys().cloned().collect()
+        };
+        let _guard = self.write_lock(broker, group_id).await?;
+        let mut records: Vec<(Bytes, Option<Bytes>)> = keys
+            .iter()
+            .map(|(t, p)| (store::offset_key(group_id, t, *p), None))
+            .collect();
+        records.push((store::group_key(group_id), None));
+        self.append(broker, group_id, &records).await?;
+        let now = self.now();
+        let mut groups = self.groups.lock();
+        if let Some(mut g) = groups.remove(group_id) {
+            g.kill(now);
+        }
+        Ok(())
+    }
+
+    /// OffsetDelete: deletes the offsets of `topics` unless a member is subscribed to the topic.
+    pub async fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        topics: Vec<(String, Vec<i32>)>,
+    ) -> Result<OffsetDeleteResults, BrokerError> {
+        let mut out = Vec::new();
+        let mut keys = Vec::new();
+        {
+            let groups = self.groups.lock();
+            let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+            for (topic, parts) in topics {
+                let subscribed = g.state != GroupState::Empty && g.subscribed_to(&topic);
+                let mut results = Vec::new();
+                for p in parts {
+                    if subscribed {
+                        results.push((p, Err(GroupError::GroupSubscribedToTopic.into())));
+                    } else {
+                        keys.push((topic.clone(), p));
+                        results.push((p, Ok(())));
+                    }
+                }
+                out.push((topic, results));
+            }
+        }
+        self.delete_offsets_inner(broker, group_id, &keys).await?;
+        Ok(out)
+    }
+
+    async fn delete_offsets_inner(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        keys: &[(String, i32)],
+    ) -> Result<(), BrokerError> {
+        let present: Vec<(String, i32)> = {
+            let groups = self.groups.lock();
+            let Some(g) = groups.get(group_id) else {
+                return Ok(());
+            };
+            keys.iter()
+                .filter(|k| g.offsets.contains_key(*k))
+                .cloned()
+                .collect()
+        };
+        if present.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.write_lock(broker, group_id).await?;
+        let records: Vec<(Bytes, Option<Bytes>)> = present
+            .iter()
+            .map(|(t, p)| (store::offset_key(group_id, t, *p), None))
+            .collect();
+        self.append(broker, group_id, &records).await?;
+        let mut groups = self.groups.lock();
+        if let Some(g) = groups.get_mut(group_id) {
+            for k in &present {
+                g.offsets.remove(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// (group, topic, partition, lag) for every committed offset: log end offset minus committed.
+    pub fn lag(&self, broker: &Broker) -> Vec<(String, String, i32, i64)> {
+        let entries: Vec<(String, String, i32, i64)> = {
+            let groups = self.groups.lock();
+            groups
+                .values()
+                .flat_map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), o)| (g.id.clone(), t.clone(), *p, o.offset))
+                })
+                .collect()
+        };
+        entries
+            .into_iter()
+            .filter_map(|(g, t, p, committed)| {
+                let end = broker.partition(&t, p)?.high_watermark();
+                Some((g, t, p, (end - committed).max(0)))
+            })
+            .collect()
+    }
+}
+
+fn apply(groups: &mut HashMap<String, Group>, r: GroupRecord, now: i64) {
+    match r {
+        GroupRecord::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } => {
+            let g = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(group, now));
+            match value {
+                Some(o) => {
+                    g.offsets.insert((topic, partition), o);
+                }
+                None => {
+                    g.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        GroupRecord::Group { group, value } => match value {
+            Some(stored) => groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(group, now))
+                .restore(&stored, now),
+            None => {
+                groups.remove(&group);
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use crate::config::BrokerConfig;
+
+    #[derive(Debug, Default)]
+    struct FakeClock(AtomicI64);
+
+    impl Clock for FakeClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn offset(o: i64, ts: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset: o,
+            leader_epoch: 2,
+            metadata: Some("m".into()),
+            commit_timestamp_ms: ts,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_persist_replay_and_expire_with_an_injected_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            metrics_listen: "off".into(),
+            offsets_topic_num_partitions: 4,
+            ..Default::default()
+        };
+        let runtime = cfg.validate().expect("config");
+        let broker = Broker::open(runtime).expect("broker");
+        broker
+            .create_topic("t", 2, 1, BTreeMap::new(), false)
+            .expect("topic");
+        let clock = Arc::new(FakeClock(AtomicI64::new(1_000)));
+        let ccfg = CoordinatorConfig {
+            offsets_topic_num_partitions: 4,
+            initial_rebalance_delay_ms: 0,
+            offsets_retention_ms: 60_000,
+        };
+        let coord = GroupCoordinator::new(ccfg, clock.clone());
+        for (group, o) in [("a", 5), ("b", 7)] {
+            let r = coord
+                .commit(
+                    &broker,
+                    group,
+                    "",
+                    None,
+                    -1,
+                    vec![("t".into(), 0, offset(o, 1_000))],
+                )
+                .await
+                .expect("commit");
+            assert!(r[0].is_ok());
+        }
+        let r = coord
+            .commit(
+                &broker,
+                "a",
+                "",
+                None,
+                -1,
+                vec![("nope".into(), 0, offset(1, 1_000))],
+            )
+            .await
+            .expect("commit");
+        assert_eq!(r[0].as_ref().map_err(|e| e.code()), Err(3));
+        assert_eq!(broker.topic(OFFSETS_TOPIC).map(|t| t.partitions), Some(4));
+
+        // A second coordinator replays what the first one wrote.
+        let replayed = GroupCoordinator::new(ccfg, clock.clone());
+        replayed.load(&broker).expect("load");
+        let got = replayed.fetch("a", Some(vec![("t".into(), vec![0, 1])]));
+        assert_eq!(got[0].1[0].1, Some(offset(5, 1_000)));
+        assert_eq!(got[0].1[1].1, None);
+
+        // Group "b" commits again later; after the retention only "a"'s offset is expired.
+        clock.0.store(30_000, Ordering::SeqCst);
+        coord
+            .commit(
+                &broker,
+                "b",
+                "",
+                None,
+                -1,
+                vec![("t".into(), 0, offset(8, 30_000))],
+            )
+            .await
+            .expect("commit");
+        clock.0.store(61_000, Ordering::SeqCst);
+        coord.tick(&broker, 61_000, true).await;
+        assert!(coord.fetch("a", None).is_empty(), "a's offset expired");
+        assert_eq!(coord.fetch("b", None)[0].1[0].1, Some(offset(8, 30_000)));
+
+        let replayed = GroupCoordinator::new(ccfg, clock.clone());
+        replayed.load(&broker).expect("load");
+        assert!(
+            replayed.fetch("a", None).is_empty(),
+            "the tombstone is replayed"
+        );
+        assert_eq!(
+            replayed.fetch("b", None)[0].1[0]
+                .1
+                .as_ref()
+                .map(|o| o.offset),
+            Some(8)
+        );
+        assert_eq!(replayed.list(&[]).len(), 2);
+        broker.shutdown().await;
+    }
+
+    #[test]
+    fn group_partition_matches_kafka() {
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        // "polygenelubricants".hashCode() == Integer.MIN_VALUE; Utils.abs maps it to 0.
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
+        assert_eq!(java_string_hash("Aa"), java_string_hash("BB"));
+    }
+
+    #[test]
+    fn replay_applies_commits_tombstones_and_group_deletes() {
+        let mut groups = HashMap::new();
+        let o = |offset| CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 0,
+        };
+        let off = |g: &str, t: &str, p, v| GroupRecord::Offset {
+            group: g.into(),
+            topic: t.into(),
+            partition: p,
+            value: v,
+        };
+        apply(&mut groups, off("g", "t", 0, Some(o(5))), 0);
+        apply(&mut groups, off("g", "t", 0, Some(o(9))), 0);
+        apply(&mut groups, off("g", "t", 1, Some(o(1))), 0);
+        apply(&mut groups, off("g", "t", 1, None), 0);
+        apply(&mut groups, off("h", "t", 0, Some(o(1))), 0);
+        apply(
+            &mut groups,
+            GroupRecord::Group {
+                group: "h".into(),
+                value: None,
+            },
+            0,
+        );
+        assert_eq!(groups.len(), 1);
+        let g = &groups["g"];
+        assert_eq!(g.state, GroupState::Empty);
+        assert_eq!(g.offsets.len(), 1);
+        assert_eq!(g.offsets[&("t".to_string(), 0)].offset, 9);
+    }
+}

@@ -1,0 +1,558 @@
+//! Group coordinator APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete. The handlers translate between
+//! the wire structs (gating version-specific fields) and [`crate::group::GroupCoordinator`].
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::error_parts;
+use crate::broker::Broker;
+use crate::error::{BrokerError, GroupError};
+use crate::group::classic::JoinRequest;
+use crate::group::offsets::CommittedOffset;
+
+/// Who sent a request (DescribeGroups shows it per member).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The request header's client id.
+    pub id: String,
+    /// `/ip` of the peer, as Kafka prints it.
+    pub host: String,
+}
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+fn code(e: GroupError) -> i16 {
+    BrokerError::from(e).code()
+}
+
+fn opt(v: &Option<StrBytes>) -> Option<String> {
+    v.as_ref().map(|x| x.to_string())
+}
+
+/// FindCoordinator: this broker coordinates every group; transactions are not available.
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    r: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let keys: Vec<StrBytes> = if version >= 4 {
+        r.coordinator_keys.clone()
+    } else {
+        vec![r.key.clone()]
+    };
+    let answer = |key: &StrBytes| -> (i16, Option<StrBytes>) {
+        if r.key_type != 0 {
+            let e = BrokerError::from(GroupError::CoordinatorNotAvailable);
+            return error_parts(&e);
+        }
+        if key.is_empty() {
+            return error_parts(&BrokerError::from(GroupError::InvalidGroupId));
+        }
+        match broker.groups.ensure_topic(broker) {
+            Ok(_) => (0, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the offsets topic");
+                error_parts(&BrokerError::from(GroupError::CoordinatorNotAvailable))
+            }
+        }
+    };
+    let mut resp = FindCoordinatorResponse::default();
+    let host = s(broker.config.advertised_host.clone());
+    let port = broker.config.advertised_port;
+    let node = broker.node_id();
+    if version >= 4 {
+        resp.coordinators = keys
+            .iter()
+            .map(|k| {
+                let (error_code, error_message) = answer(k);
+                let mut c = find_coordinator_response::Coordinator::default();
+                c.key = k.clone();
+                c.error_code = error_code;
+                c.error_message = error_message;
+                if error_code == 0 {
+                    c.node_id = node.into();
+                    c.host = host.clone();
+                    c.port = port;
+                } else {
+                    c.node_id = (-1).into();
+                    c.port = -1;
+                }
+                c
+            })
+            .collect();
+    } else {
+        let (error_code, error_message) = answer(&keys[0]);
+        resp.error_code = error_code;
+        if version >= 1 {
+            resp.error_message = error_message;
+        }
+        if error_code == 0 {
+            resp.node_id = node.into();
+            resp.host = host;
+            resp.port = port;
+        } else {
+            resp.node_id = (-1).into();
+            resp.port = -1;
+        }
+    }
+    resp
+}
+
+/// JoinGroup.
+pub async fn join_group(
+    broker: &Arc<Broker>,
+    r: JoinGroupRequest,
+    version: i16,
+    client: &Client,
+) -> JoinGroupResponse {
+    let req = JoinRequest {
+        member_id: r.member_id.to_string(),
+        instance_id: opt(&r.group_instance_id),
+        client_id: client.id.clone(),
+        client_host: client.host.clone(),
+        session_timeout_ms: r.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            r.rebalance_timeout_ms
+        } else {
+            r.session_timeout_ms
+        },
+        protocol_type: r.protocol_type.to_string(),
+        protocols: r
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    let mut resp = JoinGroupResponse::default();
+    match broker.groups.join(broker, &r.group_id, req).await {
+        Ok(out) => {
+            resp.generation_id = out.generation;
+            if version >= 7 {
+                resp.protocol_type = out.protocol_type.map(s);
+                resp.protocol_name = out.protocol.map(s);
+            } else {
+                resp.protocol_name = Some(s(out.protocol.unwrap_or_default()));
+            }
+            resp.leader = s(out.leader);
+            resp.member_id = s(out.member_id);
+            if version >= 9 {
+                resp.skip_assignment = out.skip_assignment;
+            }
+            resp.members = out
+                .members
+                .into_iter()
+                .map(|(id, iid, metadata)| {
+                    let mut m = join_group_response::JoinGroupResponseMember::default();
+                    m.member_id = s(id);
+                    if version >= 5 {
+                        m.group_instance_id = iid.map(s);
+                    }
+                    m.metadata = metadata;
+                    m
+                })
+                .collect();
+        }
+        Err((e, member_id)) => {
+            resp.error_code = code(e);
+            resp.generation_id = -1;
+            resp.member_id = s(member_id);
+            if version < 7 {
+                resp.protocol_name = Some(s(""));
+            }
+        }
+    }
+    resp
+}
+
+/// SyncGroup.
+pub async fn sync_group(
+    broker: &Arc<Broker>,
+    r: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
+    let assignments = r
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let iid = opt(&r.group_instance_id);
+    let mut resp = SyncGroupResponse::default();
+    match broker
+        .groups
+        .sync(
+            broker,
+            &r.group_id,
+            &r.member_id,
+            iid.as_deref(),
+            r.generation_id,
+            assignments,
+        )
+        .await
+    {
+        Ok(out) => {
+            if version >= 5 {
+                resp.protocol_type = out.protocol_type.map(s);
+                resp.protocol_name = out.protocol.map(s);
+            }
+            resp.assignment = out.assignment;
+        }
+        Err(e) => resp.error_code = code(e),
+    }
+    resp
+}
+
+/// Heartbeat.
+pub fn heartbeat(broker: &Arc<Broker>, r: HeartbeatRequest) -> HeartbeatResponse {
+    let iid = opt(&r.group_instance_id);
+    let mut resp = HeartbeatResponse::default();
+    if let Err(e) =
+        broker
+            .groups
+            .heartbeat(&r.group_id, &r.member_id, iid.as_deref(), r.generation_id)
+    {
+        resp.error_code = code(e);
+    }
+    resp
+}
+
+/// LeaveGroup (one member before v3, a batch from v3).
+pub async fn leave_group(
+    broker: &Arc<Broker>,
+    r: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        r.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), opt(&m.group_instance_id)))
+            .collect()
+    } else {
+        vec![(r.member_id.to_string(), None)]
+    };
+    let mut resp = LeaveGroupResponse::default();
+    match broker.groups.leave(broker, &r.group_id, &members).await {
+        Ok(results) => {
+            if version >= 3 {
+                resp.members = members
+                    .iter()
+                    .zip(results)
+                    .map(|((id, iid), res)| {
+                        let mut m = leave_group_response::MemberResponse::default();
+                        m.member_id = s(id.clone());
+                        m.group_instance_id = iid.clone().map(s);
+                        m.error_code = res.err().map(code).unwrap_or(0);
+                        m
+                    })
+                    .collect();
+            } else if let Some(Err(e)) = results.into_iter().next() {
+                resp.error_code = code(e);
+            }
+        }
+        Err(e) => resp.error_code = code(e),
+    }
+    resp
+}
+
+/// OffsetCommit.
+pub async fn offset_commit(
+    broker: &Arc<Broker>,
+    r: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let now = crate::partition::now_ms();
+    let mut entries = Vec::new();
+    for t in &r.topics {
+        for p in &t.partitions {
+            entries.push((
+                t.name.to_string(),
+                p.partition_index,
+                CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 6 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: opt(&p.committed_metadata),
+                    commit_timestamp_ms: now,
+                },
+            ));
+        }
+    }
+    let iid = if version >= 7 {
+        opt(&r.group_instance_id)
+    } else {
+        None
+    };
+    let result = broker
+        .groups
+        .commit(
+            broker,
+            &r.group_id,
+            &r.member_id,
+            iid.as_deref(),
+            r.generation_id_or_member_epoch,
+            entries,
+        )
+        .await;
+    let mut codes: Vec<i16> = match result {
+        Ok(rs) => rs
+            .into_iter()
+            .map(|x| x.err().map(|e| e.code()).unwrap_or(0))
+            .collect(),
+        Err(e) => vec![e.code(); r.topics.iter().map(|t| t.partitions.len()).sum()],
+    }
+    .into_iter()
+    .rev()
+    .collect();
+    let mut resp = OffsetCommitResponse::default();
+    resp.topics = r
+        .topics
+        .iter()
+        .map(|t| {
+            let mut rt = offset_commit_response::OffsetCommitResponseTopic::default();
+            rt.name = t.name.clone();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = offset_commit_response::OffsetCommitResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    rp.error_code = codes.pop().unwrap_or(0);
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    resp
+}
+
+fn fetched(
+    broker: &Arc<Broker>,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> crate::group::coordinator::FetchedOffsets {
+    broker.groups.fetch(group, topics)
+}
+
+/// OffsetFetch (one group before v8, a batch of groups from v8).
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    r: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 8 {
+        resp.groups = r
+            .groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();
+                rg.group_id = g.group_id.clone();
+                rg.topics = fetched(broker, &g.group_id, topics)
+                    .into_iter()
+                    .map(|(name, parts)| {
+                        let mut rt = offset_fetch_response::OffsetFetchResponseTopics::default();
+                        rt.name = s(name).into();
+                        rt.partitions = parts
+                            .into_iter()
+                            .map(|(p, o)| {
+                                let mut rp =
+                                    offset_fetch_response::OffsetFetchResponsePartitions::default();
+                                rp.partition_index = p;
+                                match o {
+                                    Some(o) => {
+                                        rp.committed_offset = o.offset;
+                                        rp.committed_leader_epoch = o.leader_epoch;
+                                        rp.metadata = Some(s(o.metadata.unwrap_or_default()));
+                                    }
+                                    None => rp.committed_offset = -1,
+                                }
+                                rp
+                            })
+                            .collect();
+                        rt
+                    })
+                    .collect();
+                rg
+            })
+            .collect();
+        return resp;
+    }
+    let topics = r.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    resp.topics = fetched(broker, &r.group_id, topics)
+        .into_iter()
+        .map(|(name, parts)| {
+            let mut rt = offset_fetch_response::OffsetFetchResponseTopic::default();
+            rt.name = s(name).into();
+            rt.partitions = parts
+                .into_iter()
+                .map(|(p, o)| {
+                    let mut rp = offset_fetch_response::OffsetFetchResponsePartition::default();
+                    rp.partition_index = p;
+                    match o {
+                        Some(o) => {
+                            rp.committed_offset = o.offset;
+                            if version >= 5 {
+                                rp.committed_leader_epoch = o.leader_epoch;
+                            }
+                            rp.metadata = Some(s(o.metadata.unwrap_or_default()));
+                        }
+                        None => rp.committed_offset = -1,
+                    }
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    resp
+}
+
+/// ListGroups (state filter from v4).
+pub fn list_groups(broker: &Arc<Broker>, r: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let states: Vec<String> = if version >= 4 {
+        r.states_filter.iter().map(|x| x.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    let types: Vec<String> = if version >= 5 {
+        r.types_filter.iter().map(|x| x.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    if !types.is_empty() && !types.iter().any(|t| t.eq_ignore_ascii_case("classic")) {
+        return ListGroupsResponse::default();
+    }
+    let mut resp = ListGroupsResponse::default();
+    resp.groups = broker
+        .groups
+        .list(&states)
+        .into_iter()
+        .map(|g| {
+            let mut l = list_groups_response::ListedGroup::default();
+            l.group_id = s(g.group_id).into();
+            l.protocol_type = s(g.protocol_type);
+            if version >= 4 {
+                l.group_state = s(g.state);
+            }
+            if version >= 5 {
+                l.group_type = s("classic");
+            }
+            l
+        })
+        .collect();
+    resp
+}
+
+/// DescribeGroups.
+pub fn describe_groups(
+    broker: &Arc<Broker>,
+    r: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let mut resp = DescribeGroupsResponse::default();
+    resp.groups = r
+        .groups
+        .iter()
+        .map(|id| {
+            let d = broker.groups.describe(id);
+            let mut g = describe_groups_response::DescribedGroup::default();
+            g.group_id = id.clone();
+            g.group_state = s(d.state);
+            g.protocol_type = s(d.protocol_type);
+            g.protocol_data = s(d.protocol);
+            g.members = d
+                .members
+                .into_iter()
+                .map(|m| {
+                    let mut dm = describe_groups_response::DescribedGroupMember::default();
+                    dm.member_id = s(m.member_id);
+                    if version >= 4 {
+                        dm.group_instance_id = m.instance_id.map(s);
+                    }
+                    dm.client_id = s(m.client_id);
+                    dm.client_host = s(m.client_host);
+                    dm.member_metadata = m.metadata;
+                    dm.member_assignment = m.assignment;
+                    dm
+                })
+                .collect();
+            g
+        })
+        .collect();
+    resp
+}
+
+/// DeleteGroups.
+pub async fn delete_groups(broker: &Arc<Broker>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut resp = DeleteGroupsResponse::default();
+    for id in &r.groups_names {
+        let mut d = delete_groups_response::DeletableGroupResult::default();
+        d.group_id = id.clone();
+        if let Err(e) = broker.groups.delete_group(broker, id).await {
+            d.error_code = e.code();
+        }
+        resp.results.push(d);
+    }
+    resp
+}
+
+/// OffsetDelete.
+pub async fn offset_delete(broker: &Arc<Broker>, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let topics: Vec<(String, Vec<i32>)> = r
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let mut resp = OffsetDeleteResponse::default();
+    match broker
+        .groups
+        .delete_offsets(broker, &r.group_id, topics)
+        .await
+    {
+        Ok(out) => {
+            resp.topics = out
+                .into_iter()
+                .map(|(name, parts)| {
+                    let mut t = offset_delete_response::OffsetDeleteResponseTopic::default();
+                    t.name = s(name).into();
+                    t.partitions = parts
+                        .into_iter()
+                        .map(|(p, res)| {
+                            let mut rp =
+                                offset_delete_response::OffsetDeleteResponsePartition::default();
+                            rp.partition_index = p;
+                            rp.error_code = res.err().map(|e| e.code()).unwrap_or(0);
+                            rp
+                        })
+                        .collect();
+                    t
+                })
+                .collect();
+        }
+        Err(e) => resp.error_code = e.code(),
+    }
+    resp
+}
