@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::config::LogConfig;
+use crate::batch::{BatchError, BatchHeader};
+use crate::config::{LogConfig, TimestampType};
 use crate::error::LogError;
+use crate::producer_state::{ProducerStateManager, SequenceCheck};
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,4 +150,43 @@ pub trait PartitionLog: Send {
 
     /// Flushes and records producer state so that the next open needs no replay.
     fn close(&mut self) -> Result<(), LogError>;
+}
+
+/// The checks every log implementation makes before appending `batch`: it is exactly one whole batch,
+/// within `max.message.bytes`, and not a retry of one of its producer's last five batches (then the
+/// original's offsets are returned as `Some(Duplicate)` and nothing is written).
+pub(crate) fn admit(
+    batch: &[u8],
+    config: &LogConfig,
+    producers: &ProducerStateManager,
+) -> Result<Option<AppendOutcome>, LogError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.total_size() != batch.len() {
+        return Err(BatchError::TooShort {
+            needed: header.total_size(),
+            available: batch.len(),
+        }
+        .into());
+    }
+    if batch.len() > config.max_message_bytes as usize {
+        return Err(LogError::MessageTooLarge {
+            size: batch.len(),
+            max: config.max_message_bytes,
+        });
+    }
+    match producers.check(&header)? {
+        SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } => Ok(Some(AppendOutcome::Duplicate {
+            base_offset,
+            last_offset,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// The LogAppendTime to stamp on a batch appended at `now_ms`, if the topic uses it.
+pub(crate) fn log_append_time(config: &LogConfig, now_ms: i64) -> Option<i64> {
+    (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms)
 }

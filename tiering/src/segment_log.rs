@@ -21,14 +21,16 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::batch::{rewrite_batch_header, BatchError, BatchHeader};
-use crate::config::{LogConfig, TimestampType};
+use crate::batch::{rewrite_batch_header, BatchHeader};
+use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::fs_util::fsync_dir;
 use crate::leader_epoch::LeaderEpochCache;
-use crate::log::{AppendOutcome, PartitionLog, PendingSync, RetentionOutcome};
+use crate::log::{
+    admit, log_append_time, AppendOutcome, PartitionLog, PendingSync, RetentionOutcome,
+};
 use crate::log_start;
-use crate::producer_state::{delete_snapshots, ProducerStateManager, SequenceCheck};
+use crate::producer_state::{delete_snapshots, ProducerStateManager};
 use crate::record_search;
 use crate::segment::Segment;
 
@@ -207,33 +209,11 @@ impl PartitionLog for SegmentLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome, LogError> {
-        let header = BatchHeader::parse(batch)?;
-        if header.total_size() != batch.len() {
-            return Err(BatchError::TooShort {
-                needed: header.total_size(),
-                available: batch.len(),
-            }
-            .into());
-        }
-        if batch.len() > self.config.max_message_bytes as usize {
-            return Err(LogError::MessageTooLarge {
-                size: batch.len(),
-                max: self.config.max_message_bytes,
-            });
-        }
-        if let SequenceCheck::Duplicate {
-            base_offset,
-            last_offset,
-        } = self.producers.check(&header)?
-        {
-            return Ok(AppendOutcome::Duplicate {
-                base_offset,
-                last_offset,
-            });
+        if let Some(duplicate) = admit(batch, &self.config, &self.producers)? {
+            return Ok(duplicate);
         }
         let base_offset = self.log_end_offset();
-        let log_append_time_ms =
-            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let log_append_time_ms = log_append_time(&self.config, now_ms);
         rewrite_batch_header(batch, base_offset, leader_epoch, log_append_time_ms);
         let header = BatchHeader::parse(batch)?;
         if self.should_roll(&header, now_ms) {
