@@ -64,6 +64,8 @@ pub const SUPPORTED: &[ApiSupport] = &[
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The version the codec uses for a request of `key` at `version`. DescribeLogDirs v0 has exactly v1's
@@ -137,6 +139,8 @@ mod tests {
             ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
             ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
             ApiKey::OffsetDelete => OffsetDeleteRequest::VERSIONS,
+            ApiKey::ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest::VERSIONS,
+            ApiKey::ConsumerGroupDescribe => ConsumerGroupDescribeRequest::VERSIONS,
             other => panic!("no range for {other:?}"),
         };
         let _ = ProduceRequest::KEY;
@@ -169,10 +173,7 @@ mod tests {
         assert!(!accepts(ApiKey::Produce, 2));
         assert!(accepts(ApiKey::Produce, 3));
         assert!(accepts(ApiKey::JoinGroup, 0));
-        assert!(
-            support(ApiKey::ConsumerGroupHeartbeat).is_none(),
-            "KIP-848 is not offered"
-        );
+        assert!(accepts(ApiKey::ConsumerGroupHeartbeat, 1));
         assert_eq!(response().api_keys.len(), SUPPORTED.len());
     }
 }

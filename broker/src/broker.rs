@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::config::RuntimeConfig;
 use crate::error::BrokerError;
+use crate::group::consumer::ConsumerConfig;
 use crate::group::{CoordinatorConfig, GroupCoordinator, SystemClock};
 use crate::log_manager::LogManager;
 use crate::metadata_store::{MetadataStore, TopicRecord, PRODUCER_ID_BLOCK};
@@ -98,6 +99,10 @@ impl Broker {
                     .broker
                     .offsets_retention_minutes
                     .saturating_mul(60_000),
+                consumer: ConsumerConfig {
+                    heartbeat_interval_ms: config.broker.group_consumer_heartbeat_interval_ms,
+                    session_timeout_ms: config.broker.group_consumer_session_timeout_ms,
+                },
             },
             Arc::new(SystemClock),
         ));

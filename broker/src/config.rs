@@ -84,6 +84,12 @@ pub struct BrokerArgs {
     /// How long offsets of an empty group are kept (`offsets.retention.minutes`).
     #[arg(long, env = "STRATA_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
+    /// KIP-848 heartbeat interval (`group.consumer.heartbeat.interval.ms`).
+    #[arg(long, env = "STRATA_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// KIP-848 session timeout (`group.consumer.session.timeout.ms`).
+    #[arg(long, env = "STRATA_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
 }
 
 /// The broker's configuration after layering. Keys of the TOML file are these field names.
@@ -136,6 +142,10 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     /// `offsets.retention.minutes`.
     pub offsets_retention_minutes: i64,
+    /// `group.consumer.heartbeat.interval.ms`.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.session.timeout.ms`.
+    pub group_consumer_session_timeout_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -164,6 +174,8 @@ impl Default for BrokerConfig {
             offsets_topic_num_partitions: 50,
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 10_080,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_session_timeout_ms: 45_000,
         }
     }
 }
@@ -217,6 +229,8 @@ impl BrokerConfig {
             offsets_topic_num_partitions,
             group_initial_rebalance_delay_ms,
             offsets_retention_minutes,
+            group_consumer_heartbeat_interval_ms,
+            group_consumer_session_timeout_ms,
         );
         if args.rack.is_some() {
             cfg.rack = args.rack.clone();
@@ -284,6 +298,8 @@ impl BrokerConfig {
             "offsets_topic_num_partitions",
             "group_initial_rebalance_delay_ms",
             "offsets_retention_minutes",
+            "group_consumer_heartbeat_interval_ms",
+            "group_consumer_session_timeout_ms",
         ]
     }
 
@@ -387,6 +403,15 @@ impl BrokerConfig {
                 "offsets_topic_num_partitions",
                 self.offsets_topic_num_partitions.to_string(),
                 "must be between 1 and 10000",
+            ));
+        }
+        if self.group_consumer_heartbeat_interval_ms < 1
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+        {
+            return Err(bad(
+                "group_consumer_heartbeat_interval_ms",
+                self.group_consumer_heartbeat_interval_ms.to_string(),
+                "must be positive and below group_consumer_session_timeout_ms",
             ));
         }
         if self.offsets_retention_minutes < 1 {

@@ -153,6 +153,18 @@ pub enum GroupError {
     /// The coordinator cannot serve this key (e.g. transactions).
     #[error("coordinator not available")]
     CoordinatorNotAvailable,
+    /// KIP-848: the member's epoch is ahead of or too far behind the coordinator's; it must rejoin.
+    #[error("fenced member epoch")]
+    FencedMemberEpoch,
+    /// KIP-848: an OffsetCommit/OffsetFetch carries an epoch other than the member's current one.
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
+    /// KIP-848: the requested server assignor is not implemented.
+    #[error("unsupported assignor")]
+    UnsupportedAssignor,
+    /// KIP-848: another member still holds the static instance id.
+    #[error("unreleased instance id")]
+    UnreleasedInstanceId,
 }
 
 impl BrokerError {
@@ -198,6 +210,10 @@ impl BrokerError {
                 GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
                 GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
                 GroupError::NotCoordinator => ResponseError::NotCoordinator,
+                GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+                GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+                GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+                GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
             },
         }
     }
@@ -260,5 +276,7 @@ mod tests {
         assert_eq!(BrokerError::from(GroupError::MemberIdRequired).code(), 79);
         assert_eq!(BrokerError::from(GroupError::FencedInstanceId).code(), 82);
         assert_eq!(BrokerError::from(GroupError::NonEmptyGroup).code(), 68);
+        assert_eq!(BrokerError::from(GroupError::FencedMemberEpoch).code(), 110);
+        assert_eq!(BrokerError::from(GroupError::StaleMemberEpoch).code(), 113);
     }
 }

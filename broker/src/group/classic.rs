@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use super::consumer::ConsumerGroup;
 use super::offsets::CommittedOffset;
 use crate::error::GroupError;
 
@@ -195,6 +196,9 @@ pub struct StoredGroup {
     pub leader: Option<String>,
     /// Members.
     pub members: Vec<StoredMember>,
+    /// A KIP-848 (`consumer` type) group: `protocol` is its assignor, `generation` its group epoch
+    /// and each member's subscription its topic names separated by newlines.
+    pub consumer: bool,
 }
 
 /// One consumer group: membership state machine plus committed offsets.
@@ -220,6 +224,8 @@ pub struct Group {
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// When the group last changed state (offset retention for Empty groups).
     pub state_since_ms: i64,
+    /// The KIP-848 state when this is a `consumer` type group (then the classic part is Empty).
+    pub consumer: Option<ConsumerGroup>,
     pending: HashMap<String, i64>,
     join_deadline_ms: Option<i64>,
     initial_delay: Option<(i64, i64)>,
@@ -246,6 +252,7 @@ impl Group {
             static_members: HashMap::new(),
             offsets: BTreeMap::new(),
             state_since_ms: now,
+            consumer: None,
             pending: HashMap::new(),
             join_deadline_ms: None,
             initial_delay: None,
@@ -261,10 +268,38 @@ impl Group {
         self.protocol_type = Some(stored.protocol_type.clone()).filter(|s| !s.is_empty());
         self.state = GroupState::Empty;
         self.state_since_ms = now;
+        self.consumer = stored
+            .consumer
+            .then(|| ConsumerGroup::new(stored.generation));
     }
 
     /// The persistable view of the group.
     pub fn stored(&self) -> StoredGroup {
+        if let Some(c) = &self.consumer {
+            return StoredGroup {
+                protocol_type: "consumer".into(),
+                protocol: Some(c.assignor()),
+                generation: c.epoch,
+                leader: None,
+                members: c
+                    .members
+                    .values()
+                    .map(|m| StoredMember {
+                        id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        session_timeout_ms: 0,
+                        rebalance_timeout_ms: m.rebalance_timeout_ms,
+                        subscription: Bytes::from(
+                            m.subscribed.iter().cloned().collect::<Vec<_>>().join("\n"),
+                        ),
+                        assignment: Bytes::new(),
+                    })
+                    .collect(),
+                consumer: true,
+            };
+        }
         let protocol = self.protocol.clone().unwrap_or_default();
         StoredGroup {
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
@@ -285,12 +320,34 @@ impl Group {
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
+            consumer: false,
         }
     }
 
     /// True once since the last call if membership metadata changed and should be persisted.
     pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
+        let consumer = self
+            .consumer
+            .as_mut()
+            .is_some_and(ConsumerGroup::take_dirty);
+        std::mem::take(&mut self.dirty) || consumer
+    }
+
+    /// Whether the group has members of either protocol.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty()
+            || self
+                .consumer
+                .as_ref()
+                .is_some_and(|c| !c.members.is_empty())
+    }
+
+    /// Kafka's state name for either protocol.
+    pub fn state_name(&self) -> &'static str {
+        match &self.consumer {
+            Some(c) if self.state != GroupState::Dead => c.state_name(),
+            _ => self.state.name(),
+        }
     }
 
     fn set_state(&mut self, state: GroupState, now: i64) {
@@ -305,6 +362,15 @@ impl Group {
         let err = |e: GroupError, id: &str| Reply::Now(Err((e, id.to_string())));
         if self.state == GroupState::Dead {
             return err(GroupError::CoordinatorNotAvailable, &req.member_id);
+        }
+        // A KIP-848 group with members refuses classic members; an empty one turns classic.
+        if let Some(c) = &self.consumer {
+            if !c.members.is_empty() {
+                return err(GroupError::InconsistentGroupProtocol, &req.member_id);
+            }
+            self.consumer = None;
+            self.protocol_type = None;
+            self.dirty = true;
         }
         if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&req.session_timeout_ms) {
             return err(GroupError::InvalidSessionTimeout, &req.member_id);
@@ -867,6 +933,9 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
+        if let Some(c) = &self.consumer {
+            return c.validate_member(member_id, generation);
+        }
         if generation < 0 && member_id.is_empty() && instance_id.is_none() {
             return if self.members.is_empty() {
                 Ok(())
@@ -883,6 +952,9 @@ impl Group {
 
     /// Whether a member's subscription (consumer protocol) names `topic`.
     pub fn subscribed_to(&self, topic: &str) -> bool {
+        if let Some(c) = &self.consumer {
+            return c.subscribed_to(topic);
+        }
         let Some(protocol) = &self.protocol else {
             return false;
         };

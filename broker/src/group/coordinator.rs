@@ -14,8 +14,12 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::assignor::TopicPartitions;
 use super::classic::{
     Group, GroupConfig, GroupState, JoinOutcome, JoinRequest, Reply, SyncOutcome,
+};
+use super::consumer::{
+    ConsumerConfig, ConsumerGroup, ConsumerMember, HeartbeatOutcome, HeartbeatRequest,
 };
 use super::offsets::{self, CommittedOffset};
 use super::store::{self, GroupRecord};
@@ -62,6 +66,8 @@ pub struct CoordinatorConfig {
     pub initial_rebalance_delay_ms: i64,
     /// `offsets.retention.minutes` in ms.
     pub offsets_retention_ms: i64,
+    /// KIP-848 heartbeat interval and session timeout.
+    pub consumer: ConsumerConfig,
 }
 
 /// A group as ListGroups shows it.
@@ -73,6 +79,23 @@ pub struct GroupListing {
     pub protocol_type: String,
     /// State name.
     pub state: &'static str,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_type: &'static str,
+}
+
+/// A KIP-848 group as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupDescription {
+    /// State name.
+    pub state: &'static str,
+    /// Group epoch.
+    pub epoch: i32,
+    /// Target assignment epoch.
+    pub assignment_epoch: i32,
+    /// Assignor in force.
+    pub assignor: String,
+    /// Members with their current and target assignments.
+    pub members: Vec<(ConsumerMember, TopicPartitions)>,
 }
 
 /// A member as DescribeGroups shows it.
@@ -345,8 +368,14 @@ impl GroupCoordinator {
             let mut groups = self.groups.lock();
             for g in groups.values_mut() {
                 g.tick(now);
+                if let Some(c) = g.consumer.as_mut() {
+                    let topics = topic_counts(broker, &c.subscribed_topics(None));
+                    for id in c.tick(&topics, now) {
+                        tracing::info!(group = %g.id, member = %id, "consumer group member expired");
+                    }
+                }
                 Self::take_dirty(g, &mut dirty);
-                if retention_due && g.state == GroupState::Empty {
+                if retention_due && g.state == GroupState::Empty && !g.has_members() {
                     let keys: Vec<(String, i32)> = g
                         .offsets
                         .iter()
@@ -593,12 +622,21 @@ impl GroupCoordinator {
                 states.is_empty()
                     || states
                         .iter()
-                        .any(|s| s.eq_ignore_ascii_case(g.state.name()))
+                        .any(|s| s.eq_ignore_ascii_case(g.state_name()))
             })
             .map(|g| GroupListing {
                 group_id: g.id.clone(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                state: g.state.name(),
+                protocol_type: if g.consumer.is_some() {
+                    "consumer".to_string()
+                } else {
+                    g.protocol_type.clone().unwrap_or_default()
+                },
+                state: g.state_name(),
+                group_type: if g.consumer.is_some() {
+                    "consumer"
+                } else {
+                    "classic"
+                },
             })
             .collect();
         out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -616,6 +654,16 @@ impl GroupCoordinator {
                 members: Vec::new(),
             };
         };
+        if let Some(c) = &g.consumer {
+            // Kafka answers DescribeGroups for a consumer group with its state and no classic
+            // members.
+            return GroupDescription {
+                state: c.state_name(),
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: Vec::new(),
+            };
+        }
         let protocol = g.protocol.clone().unwrap_or_default();
         GroupDescription {
             state: g.state.name(),
@@ -636,12 +684,110 @@ impl GroupCoordinator {
         }
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848). The group is created (or an empty classic group converted)
+    /// by a join; a classic group with members answers GROUP_ID_NOT_FOUND, as Kafka does.
+    pub async fn consumer_heartbeat(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        req: HeartbeatRequest,
+    ) -> Result<HeartbeatOutcome, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        if self.is_closing() {
+            return Err(GroupError::NotCoordinator);
+        }
+        if self.ensure_topic(broker).is_err() {
+            return Err(GroupError::CoordinatorNotAvailable);
+        }
+        let now = self.now();
+        let mut dirty = Vec::new();
+        let result = {
+            let mut groups = self.groups.lock();
+            let joining = req.member_epoch == 0;
+            let g = match groups.get_mut(group_id) {
+                Some(g) => g,
+                None if joining => groups
+                    .entry(group_id.to_string())
+                    .or_insert_with(|| Group::new(group_id, now)),
+                None => return Err(GroupError::UnknownMemberId),
+            };
+            if g.state == GroupState::Dead {
+                return Err(GroupError::CoordinatorNotAvailable);
+            }
+            if g.consumer.is_none() {
+                if !g.members.is_empty() || g.state != GroupState::Empty {
+                    return Err(GroupError::GroupIdNotFound);
+                }
+                if !joining {
+                    return Err(GroupError::UnknownMemberId);
+                }
+                g.consumer = Some(ConsumerGroup::new(g.generation.max(0)));
+                g.protocol = None;
+                g.leader = None;
+                g.protocol_type = Some("consumer".into());
+            }
+            let c = g.consumer.as_mut().expect("set above");
+            let topics = topic_counts(broker, &c.subscribed_topics(req.subscribed.as_ref()));
+            let r = c.heartbeat(req, &topics, &self.cfg.consumer, now);
+            Self::take_dirty(g, &mut dirty);
+            r
+        };
+        self.persist(broker, dirty).await;
+        result
+    }
+
+    /// ConsumerGroupDescribe for one group: GROUP_ID_NOT_FOUND unless it is a consumer group.
+    pub fn consumer_describe(
+        &self,
+        group_id: &str,
+    ) -> Result<ConsumerGroupDescription, GroupError> {
+        let groups = self.groups.lock();
+        let c = groups
+            .get(group_id)
+            .filter(|g| g.state != GroupState::Dead)
+            .and_then(|g| g.consumer.as_ref())
+            .ok_or(GroupError::GroupIdNotFound)?;
+        Ok(ConsumerGroupDescription {
+            state: c.state_name(),
+            epoch: c.epoch,
+            assignment_epoch: c.assignment_epoch,
+            assignor: c.assignor(),
+            members: c
+                .members
+                .values()
+                .map(|m| (m.clone(), c.target.get(&m.id).cloned().unwrap_or_default()))
+                .collect(),
+        })
+    }
+
+    /// OffsetFetch v9 member check: a consumer group validates the member id and epoch.
+    pub fn validate_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        epoch: i32,
+    ) -> Result<(), GroupError> {
+        let Some(member_id) = member_id else {
+            return Ok(());
+        };
+        if epoch < 0 && member_id.is_empty() {
+            return Ok(());
+        }
+        let groups = self.groups.lock();
+        match groups.get(group_id).and_then(|g| g.consumer.as_ref()) {
+            Some(c) => c.validate_member(member_id, epoch),
+            None => Ok(()),
+        }
+    }
+
     /// DeleteGroups for one group: only groups without members; tombstones every offset and the group.
     pub async fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), BrokerError> {
         let keys: Vec<(String, i32)> = {
             let groups = self.groups.lock();
             let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
-            if !g.members.is_empty() || g.state != GroupState::Empty {
+            if g.has_members() || g.state != GroupState::Empty {
                 return Err(GroupError::NonEmptyGroup.into());
             }
             g.offsets.keys().cloned().collect()
@@ -674,7 +820,8 @@ impl GroupCoordinator {
             let groups = self.groups.lock();
             let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
             for (topic, parts) in topics {
-                let subscribed = g.state != GroupState::Empty && g.subscribed_to(&topic);
+                let subscribed =
+                    (g.state != GroupState::Empty || g.has_members()) && g.subscribed_to(&topic);
                 let mut results = Vec::new();
                 for p in parts {
                     if subscribed {
@@ -746,6 +893,17 @@ impl GroupCoordinator {
             })
             .collect()
     }
+}
+
+/// Partition counts of the existing topics among `names`.
+fn topic_counts(
+    broker: &Broker,
+    names: &std::collections::BTreeSet<String>,
+) -> BTreeMap<String, i32> {
+    names
+        .iter()
+        .filter_map(|t| broker.topic(t).map(|r| (t.clone(), r.partitions)))
+        .collect()
 }
 
 fn apply(groups: &mut HashMap<String, Group>, r: GroupRecord, now: i64) {
@@ -825,6 +983,7 @@ mod tests {
             offsets_topic_num_partitions: 4,
             initial_rebalance_delay_ms: 0,
             offsets_retention_ms: 60_000,
+            consumer: ConsumerConfig::default(),
         };
         let coord = GroupCoordinator::new(ccfg, clock.clone());
         for (group, o) in [("a", 5), ("b", 7)] {
@@ -894,6 +1053,103 @@ mod tests {
             Some(8)
         );
         assert_eq!(replayed.list(&[]).len(), 2);
+        broker.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consumer_groups_exclude_classic_members_validate_epochs_and_persist() {
+        use crate::group::consumer::HeartbeatRequest;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            metrics_listen: "off".into(),
+            offsets_topic_num_partitions: 2,
+            ..Default::default()
+        };
+        let broker = Broker::open(cfg.validate().expect("config")).expect("broker");
+        broker
+            .create_topic("t", 2, 1, BTreeMap::new(), false)
+            .expect("topic");
+        let clock = Arc::new(FakeClock(AtomicI64::new(1_000)));
+        let ccfg = CoordinatorConfig {
+            offsets_topic_num_partitions: 2,
+            initial_rebalance_delay_ms: 0,
+            offsets_retention_ms: 60_000,
+            consumer: ConsumerConfig::default(),
+        };
+        let coord = GroupCoordinator::new(ccfg, clock.clone());
+        let hb = HeartbeatRequest {
+            member_id: "m1".into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 30_000,
+            subscribed: Some(["t".to_string()].into()),
+            owned: Some(TopicPartitions::new()),
+            ..Default::default()
+        };
+        let out = coord
+            .consumer_heartbeat(&broker, "g", hb.clone())
+            .await
+            .expect("join");
+        assert_eq!(out.member_epoch, 1);
+        assert_eq!(out.assignment.expect("assignment")["t"].len(), 2);
+
+        // A classic JoinGroup to the consumer group is refused.
+        let join = JoinRequest {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            require_known_member_id: false,
+        };
+        let refused = coord.join(&broker, "g", join.clone()).await;
+        assert_eq!(
+            refused.err().map(|e| e.0),
+            Some(GroupError::InconsistentGroupProtocol)
+        );
+
+        // OffsetCommit v9 carries the member epoch.
+        let o = || vec![("t".to_string(), 0, offset(3, 1_000))];
+        let stale = coord.commit(&broker, "g", "m1", None, 7, o()).await;
+        assert_eq!(stale.err().map(|e| e.code()), Some(113));
+        let ok = coord
+            .commit(&broker, "g", "m1", None, 1, o())
+            .await
+            .expect("commit");
+        assert!(ok[0].is_ok());
+        assert_eq!(
+            coord.validate_fetch("g", Some("m1"), 0),
+            Err(GroupError::StaleMemberEpoch)
+        );
+        assert_eq!(coord.list(&[])[0].group_type, "consumer");
+        assert_eq!(
+            coord.consumer_describe("g").expect("describe").state,
+            "Stable"
+        );
+
+        // Replay: the group comes back as an empty consumer group with its epoch and offsets.
+        let replayed = GroupCoordinator::new(ccfg, clock.clone());
+        replayed.load(&broker).expect("load");
+        let d = replayed.consumer_describe("g").expect("consumer group");
+        assert_eq!((d.state, d.epoch), ("Empty", 1));
+        assert_eq!(replayed.fetch("g", None)[0].1[0].1, Some(offset(3, 1_000)));
+
+        // The member leaves; the empty group switches to classic on a JoinGroup.
+        let leave = HeartbeatRequest {
+            member_epoch: -1,
+            ..hb
+        };
+        coord
+            .consumer_heartbeat(&broker, "g", leave)
+            .await
+            .expect("leave");
+        let joined = coord.join(&broker, "g", join).await.expect("classic join");
+        assert!(!joined.member_id.is_empty());
+        assert!(coord.consumer_describe("g").is_err());
+        assert_eq!(coord.list(&[])[0].group_type, "classic");
         broker.shutdown().await;
     }
 

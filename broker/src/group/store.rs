@@ -7,7 +7,7 @@
 //! | kind | key fields | value (starts with an i16 value version, currently 0) |
 //! | --- | --- | --- |
 //! | 0 offset commit | group, topic, i32 partition | i64 offset, i32 leader epoch, nullable metadata, i64 commit timestamp ms |
-//! | 1 group metadata | group | protocol type, nullable protocol, i32 generation, nullable leader, i32 member count, then per member: id, nullable instance id, client id, client host, i32 session timeout, i32 rebalance timeout, bytes subscription, bytes assignment |
+//! | 1 group metadata | group | protocol type, nullable protocol, i32 generation, nullable leader, i32 member count, then per member: id, nullable instance id, client id, client host, i32 session timeout, i32 rebalance timeout, bytes subscription, bytes assignment; value version 1 (KIP-848 groups) appends i8 group type (1 = consumer; protocol is the assignor, generation the group epoch, subscription the topic names separated by newlines) |
 //!
 //! A null value is a tombstone: the offset (kind 0) or the whole group (kind 1) was deleted. Later
 //! records win. The topic is compacted by policy, but since compaction is not implemented yet every
@@ -30,6 +30,8 @@ use super::offsets::CommittedOffset;
 const KIND_OFFSET: i16 = 0;
 const KIND_GROUP: i16 = 1;
 const VALUE_VERSION: i16 = 0;
+/// Group metadata value version 1 appends an i8 group type (0 classic, 1 consumer, KIP-848).
+const GROUP_VALUE_VERSION: i16 = 1;
 
 /// A decoded `__consumer_offsets` record.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +89,12 @@ impl Reader {
         }
         Ok(())
     }
+
+    fn i8(&mut self) -> Result<i8, DecodeError> {
+        self.need(1)?;
+        Ok(self.0.get_i8())
+    }
+
     fn i16(&mut self) -> Result<i16, DecodeError> {
         self.need(2)?;
         Ok(self.0.get_i16())
@@ -155,7 +163,11 @@ pub fn group_key(group: &str) -> Bytes {
 /// Value of a group's metadata.
 pub fn group_value(g: &StoredGroup) -> Bytes {
     let mut b = BytesMut::new();
-    b.put_i16(VALUE_VERSION);
+    b.put_i16(if g.consumer {
+        GROUP_VALUE_VERSION
+    } else {
+        VALUE_VERSION
+    });
     put_str(&mut b, Some(&g.protocol_type));
     put_str(&mut b, g.protocol.as_deref());
     b.put_i32(g.generation);
@@ -171,6 +183,9 @@ pub fn group_value(g: &StoredGroup) -> Bytes {
         put_bytes(&mut b, &m.subscription);
         put_bytes(&mut b, &m.assignment);
     }
+    if g.consumer {
+        b.put_i8(1);
+    }
     b.freeze()
 }
 
@@ -178,11 +193,14 @@ pub fn group_value(g: &StoredGroup) -> Bytes {
 pub fn decode(key: &Bytes, value: Option<&Bytes>) -> Result<GroupRecord, DecodeError> {
     let mut k = Reader(key.clone());
     let kind = k.i16()?;
+    let mut version = VALUE_VERSION;
     let mut v = match value {
         Some(v) => {
             let mut r = Reader(v.clone());
-            let version = r.i16()?;
-            if version != VALUE_VERSION {
+            version = r.i16()?;
+            let known =
+                version == VALUE_VERSION || (kind == KIND_GROUP && version == GROUP_VALUE_VERSION);
+            if !known {
                 return Err(DecodeError(format!("unknown value version {version}")));
             }
             Some(r)
@@ -232,12 +250,22 @@ pub fn decode(key: &Bytes, value: Option<&Bytes>) -> Result<GroupRecord, DecodeE
                             assignment: r.bytes()?,
                         });
                     }
+                    let consumer = if version == GROUP_VALUE_VERSION {
+                        match r.i8()? {
+                            0 => false,
+                            1 => true,
+                            t => return Err(DecodeError(format!("unknown group type {t}"))),
+                        }
+                    } else {
+                        false
+                    };
                     Some(StoredGroup {
                         protocol_type,
                         protocol,
                         generation,
                         leader,
                         members,
+                        consumer,
                     })
                 }
                 None => None,
@@ -352,13 +380,31 @@ mod tests {
                 subscription: Bytes::from_static(b"sub"),
                 assignment: Bytes::from_static(b"asg"),
             }],
+            consumer: false,
         };
         let r = decode(&group_key("grp"), Some(&group_value(&g))).expect("decode");
         assert_eq!(
             r,
             GroupRecord::Group {
                 group: "grp".into(),
-                value: Some(g)
+                value: Some(g.clone())
+            }
+        );
+        // A KIP-848 group is value version 1 with a trailing group type byte.
+        let c = StoredGroup {
+            consumer: true,
+            leader: None,
+            ..g
+        };
+        let v = group_value(&c);
+        assert_eq!(&v[..2], &[0, 1]);
+        assert_eq!(v[v.len() - 1], 1);
+        let r = decode(&group_key("grp"), Some(&v)).expect("decode");
+        assert_eq!(
+            r,
+            GroupRecord::Group {
+                group: "grp".into(),
+                value: Some(c)
             }
         );
         assert!(decode(&Bytes::from_static(&[0, 9]), None).is_err());

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::error_parts;
+use super::fill_error;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 
@@ -108,9 +108,7 @@ pub(super) fn create_topics(
                     }
                 }
                 Err(e) => {
-                    let (code, msg) = error_parts(&e);
-                    out.error_code = code;
-                    out.error_message = msg;
+                    fill_error(&e, &mut out.error_code, &mut out.error_message);
                 }
             }
             out
@@ -152,16 +150,12 @@ pub(super) fn delete_topics(
                 Some(n) if crate::broker::is_internal_topic(&n) => {
                     let e =
                         BrokerError::InvalidTopic(format!("internal topic {n} cannot be deleted"));
-                    let (code, msg) = error_parts(&e);
-                    out.error_code = code;
-                    out.error_message = msg;
+                    fill_error(&e, &mut out.error_code, &mut out.error_message);
                 }
                 Some(n) => match broker.delete_topic(&n) {
                     Ok(deleted_id) => out.topic_id = deleted_id,
                     Err(e) => {
-                        let (code, msg) = error_parts(&e);
-                        out.error_code = code;
-                        out.error_message = msg;
+                        fill_error(&e, &mut out.error_code, &mut out.error_message);
                     }
                 },
             }
@@ -197,9 +191,7 @@ pub(super) fn create_partitions(
                 broker.create_partitions(&name, t.count, req.validate_only)
             };
             if let Err(e) = result {
-                let (code, msg) = error_parts(&e);
-                out.error_code = code;
-                out.error_message = msg;
+                fill_error(&e, &mut out.error_code, &mut out.error_message);
             }
             out
         })

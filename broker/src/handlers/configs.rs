@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::error_parts;
+use super::fill_error;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::topic_config::{
@@ -96,9 +96,7 @@ pub(super) fn describe_configs(
                         .collect();
                 }
                 Err(e) => {
-                    let (code, msg) = error_parts(&e);
-                    out.error_code = code;
-                    out.error_message = msg;
+                    fill_error(&e, &mut out.error_code, &mut out.error_message);
                 }
             }
             out
@@ -195,9 +193,7 @@ pub(super) fn alter_configs(
                 },
             );
             if let Err(e) = result {
-                let (code, msg) = error_parts(&e);
-                out.error_code = code;
-                out.error_message = msg;
+                fill_error(&e, &mut out.error_code, &mut out.error_message);
             }
             out
         })
@@ -297,9 +293,7 @@ pub(super) fn incremental_alter_configs(
                 },
             );
             if let Err(e) = result {
-                let (code, msg) = error_parts(&e);
-                out.error_code = code;
-                out.error_message = msg;
+                fill_error(&e, &mut out.error_code, &mut out.error_message);
             }
             out
         })

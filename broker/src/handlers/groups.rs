@@ -1,5 +1,6 @@
 //! Group coordinator APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
-//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete. The handlers translate between
+//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete, and KIP-848's
+//! ConsumerGroupHeartbeat and ConsumerGroupDescribe. The handlers translate between
 //! the wire structs (gating version-specific fields) and [`crate::group::GroupCoordinator`].
 
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::error_parts;
 use crate::broker::Broker;
 use crate::error::{BrokerError, GroupError};
+use crate::group::assignor::TopicPartitions;
 use crate::group::classic::JoinRequest;
+use crate::group::consumer::HeartbeatRequest as ConsumerHeartbeat;
 use crate::group::offsets::CommittedOffset;
 
 /// Who sent a request (DescribeGroups shows it per member).
@@ -361,6 +364,17 @@ pub fn offset_fetch(
                 });
                 let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();
                 rg.group_id = g.group_id.clone();
+                if version >= 9 {
+                    let member = g.member_id.as_ref().map(|m| m.to_string());
+                    if let Err(e) =
+                        broker
+                            .groups
+                            .validate_fetch(&g.group_id, member.as_deref(), g.member_epoch)
+                    {
+                        rg.error_code = code(e);
+                        return rg;
+                    }
+                }
                 rg.topics = fetched(broker, &g.group_id, topics)
                     .into_iter()
                     .map(|(name, parts)| {
@@ -437,14 +451,12 @@ pub fn list_groups(broker: &Arc<Broker>, r: ListGroupsRequest, version: i16) -> 
     } else {
         Vec::new()
     };
-    if !types.is_empty() && !types.iter().any(|t| t.eq_ignore_ascii_case("classic")) {
-        return ListGroupsResponse::default();
-    }
     let mut resp = ListGroupsResponse::default();
     resp.groups = broker
         .groups
         .list(&states)
         .into_iter()
+        .filter(|g| types.is_empty() || types.iter().any(|t| t.eq_ignore_ascii_case(g.group_type)))
         .map(|g| {
             let mut l = list_groups_response::ListedGroup::default();
             l.group_id = s(g.group_id).into();
@@ -453,7 +465,7 @@ pub fn list_groups(broker: &Arc<Broker>, r: ListGroupsRequest, version: i16) -> 
                 l.group_state = s(g.state);
             }
             if version >= 5 {
-                l.group_type = s("classic");
+                l.group_type = s(g.group_type);
             }
             l
         })
@@ -554,5 +566,147 @@ pub async fn offset_delete(broker: &Arc<Broker>, r: OffsetDeleteRequest) -> Offs
         }
         Err(e) => resp.error_code = e.code(),
     }
+    resp
+}
+
+fn topic_partitions_by_name(
+    broker: &Arc<Broker>,
+    tps: &[consumer_group_heartbeat_request::TopicPartitions],
+) -> TopicPartitions {
+    tps.iter()
+        .filter_map(|tp| {
+            let t = broker.topic_by_id(tp.topic_id)?;
+            Some((t.name, tp.partitions.iter().copied().collect()))
+        })
+        .collect()
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): topic ids <-> names, then [`crate::group::GroupCoordinator`].
+pub async fn consumer_group_heartbeat(
+    broker: &Arc<Broker>,
+    r: ConsumerGroupHeartbeatRequest,
+    client: &Client,
+) -> ConsumerGroupHeartbeatResponse {
+    let req = ConsumerHeartbeat {
+        member_id: r.member_id.to_string(),
+        member_epoch: r.member_epoch,
+        instance_id: opt(&r.instance_id),
+        rack_id: opt(&r.rack_id),
+        rebalance_timeout_ms: r.rebalance_timeout_ms,
+        subscribed: r
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.to_string()).collect()),
+        assignor: opt(&r.server_assignor),
+        owned: r
+            .topic_partitions
+            .as_ref()
+            .map(|tps| topic_partitions_by_name(broker, tps)),
+        client_id: client.id.clone(),
+        client_host: client.host.clone(),
+    };
+    let mut resp = ConsumerGroupHeartbeatResponse::default();
+    match broker
+        .groups
+        .consumer_heartbeat(broker, &r.group_id, req)
+        .await
+    {
+        Ok(out) => {
+            resp.member_id = Some(s(out.member_id));
+            resp.member_epoch = out.member_epoch;
+            resp.heartbeat_interval_ms = out.heartbeat_interval_ms;
+            resp.assignment = out.assignment.map(|a| {
+                let mut asg = consumer_group_heartbeat_response::Assignment::default();
+                asg.topic_partitions = a
+                    .into_iter()
+                    .filter_map(|(topic, parts)| {
+                        let mut tp = consumer_group_heartbeat_response::TopicPartitions::default();
+                        tp.topic_id = broker.topic(&topic)?.id;
+                        tp.partitions = parts.into_iter().collect();
+                        Some(tp)
+                    })
+                    .collect();
+                asg
+            });
+        }
+        Err(e) => {
+            let (error_code, error_message) = error_parts(&BrokerError::from(e));
+            resp.error_code = error_code;
+            resp.error_message = error_message;
+        }
+    }
+    resp
+}
+
+fn describe_assignment(
+    broker: &Arc<Broker>,
+    a: &TopicPartitions,
+) -> consumer_group_describe_response::Assignment {
+    let mut out = consumer_group_describe_response::Assignment::default();
+    out.topic_partitions = a
+        .iter()
+        .filter(|(_, ps)| !ps.is_empty())
+        .filter_map(|(topic, ps)| {
+            let mut tp = consumer_group_describe_response::TopicPartitions::default();
+            tp.topic_id = broker.topic(topic)?.id;
+            tp.topic_name = s(topic.clone()).into();
+            tp.partitions = ps.iter().copied().collect();
+            Some(tp)
+        })
+        .collect();
+    out
+}
+
+/// ConsumerGroupDescribe (KIP-848).
+pub fn consumer_group_describe(
+    broker: &Arc<Broker>,
+    r: ConsumerGroupDescribeRequest,
+    version: i16,
+) -> ConsumerGroupDescribeResponse {
+    let mut resp = ConsumerGroupDescribeResponse::default();
+    resp.groups = r
+        .group_ids
+        .iter()
+        .map(|id| {
+            let mut g = consumer_group_describe_response::DescribedGroup::default();
+            g.group_id = id.clone();
+            g.authorized_operations = i32::MIN;
+            match broker.groups.consumer_describe(id) {
+                Ok(d) => {
+                    g.group_state = s(d.state);
+                    g.group_epoch = d.epoch;
+                    g.assignment_epoch = d.assignment_epoch;
+                    g.assignor_name = s(d.assignor);
+                    g.members = d
+                        .members
+                        .iter()
+                        .map(|(m, target)| {
+                            let mut dm = consumer_group_describe_response::Member::default();
+                            dm.member_id = s(m.id.clone());
+                            dm.instance_id = m.instance_id.clone().map(s);
+                            dm.rack_id = m.rack_id.clone().map(s);
+                            dm.member_epoch = m.epoch;
+                            dm.client_id = s(m.client_id.clone());
+                            dm.client_host = s(m.client_host.clone());
+                            dm.subscribed_topic_names =
+                                m.subscribed.iter().map(|t| s(t.clone()).into()).collect();
+                            dm.assignment = describe_assignment(broker, &m.assigned);
+                            dm.target_assignment = describe_assignment(broker, target);
+                            if version >= 1 {
+                                dm.member_type = 1;
+                            }
+                            dm
+                        })
+                        .collect();
+                }
+                Err(e) => {
+                    let (error_code, error_message) = error_parts(&BrokerError::from(e));
+                    g.error_code = error_code;
+                    g.error_message = error_message;
+                }
+            }
+            g
+        })
+        .collect();
     resp
 }

@@ -123,6 +123,12 @@ async fn dispatch(
         Rq::DescribeGroups(r) => Rs::DescribeGroups(groups::describe_groups(broker, r, version)),
         Rq::DeleteGroups(r) => Rs::DeleteGroups(groups::delete_groups(broker, r).await),
         Rq::OffsetDelete(r) => Rs::OffsetDelete(groups::offset_delete(broker, r).await),
+        Rq::ConsumerGroupHeartbeat(r) => {
+            Rs::ConsumerGroupHeartbeat(groups::consumer_group_heartbeat(broker, r, client).await)
+        }
+        Rq::ConsumerGroupDescribe(r) => {
+            Rs::ConsumerGroupDescribe(groups::consumer_group_describe(broker, r, version))
+        }
         _ => {
             // decode_frame admits only implemented APIs, so this is a table mismatch (a bug).
             return Err(FrameError::UnsupportedVersion { api, version });
@@ -134,6 +140,11 @@ async fn dispatch(
 /// Runs synchronous file-system work without stalling other tasks on this worker.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
+}
+
+/// Writes a failed operation's error code and message into a response's fields.
+fn fill_error(e: &BrokerError, code: &mut i16, message: &mut Option<StrBytes>) {
+    (*code, *message) = error_parts(e);
 }
 
 /// The error code and message of a failed operation.
