@@ -78,6 +78,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "delete.retention.ms", broker_name: "log.cleaner.delete.retention.ms", kind: ConfigType::Long, default: "86400000", doc: "accepted for compatibility (compaction)" },
     TopicConfigDef { name: "file.delete.delay.ms", broker_name: "log.segment.delete.delay.ms", kind: ConfigType::Long, default: "60000", doc: "accepted for compatibility" },
     TopicConfigDef { name: "preallocate", broker_name: "log.preallocate", kind: ConfigType::Boolean, default: "false", doc: "accepted for compatibility" },
+    TopicConfigDef { name: "message.format.version", broker_name: "log.message.format.version", kind: ConfigType::String, default: "3.0-IV1", doc: "deprecated: accepted and ignored, as Kafka 3.x does; batches are always magic v2" },
     TopicConfigDef { name: "message.timestamp.before.max.ms", broker_name: "log.message.timestamp.before.max.ms", kind: ConfigType::Long, default: LONG_MAX, doc: "accepted for compatibility" },
     TopicConfigDef { name: "message.timestamp.after.max.ms", broker_name: "log.message.timestamp.after.max.ms", kind: ConfigType::Long, default: LONG_MAX, doc: "accepted for compatibility" },
 ];
@@ -460,6 +461,18 @@ mod tests {
         assert!(validate_topic_value("cleanup.policy", "shred").is_err());
         assert!(validate_topic_value("compression.type", "gzip").is_err());
         assert!(validate_topic_value("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+
+    #[test]
+    fn deprecated_message_format_version_is_accepted_like_kafka_3() {
+        assert!(validate_topic_value("message.format.version", "0.10.0").is_ok());
+        let layers = BrokerLayers::default();
+        let mut o = BTreeMap::new();
+        o.insert("message.format.version".to_string(), "0.10.0".to_string());
+        assert_eq!(
+            layers.topic_settings(&o),
+            layers.topic_settings(&BTreeMap::new())
+        );
     }
 
     #[test]
