@@ -90,6 +90,14 @@ pub enum BrokerError {
         /// Limit.
         max: usize,
     },
+    /// Records that the topic cannot accept (KIP-467); the indexes are within the partition's payload.
+    #[error("invalid records: {message}")]
+    InvalidRecord {
+        /// Why.
+        message: String,
+        /// Index of every offending record.
+        record_indexes: Vec<i32>,
+    },
     /// Local metadata could not be persisted.
     #[error("metadata store: {0}")]
     MetadataIo(String),
@@ -191,6 +199,7 @@ impl BrokerError {
             Self::InvalidRequest(_) => ResponseError::InvalidRequest,
             Self::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
             Self::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            Self::InvalidRecord { .. } => ResponseError::InvalidRecord,
             Self::MetadataIo(_) => ResponseError::KafkaStorageError,
             Self::RequestTimedOut => ResponseError::RequestTimedOut,
             Self::ShuttingDown => ResponseError::NotLeaderOrFollower,

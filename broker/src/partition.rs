@@ -156,6 +156,9 @@ impl Partition {
                 max,
             });
         }
+        if self.settings.read().compact {
+            self.check_keys(records, &headers)?;
+        }
         if self.failed.load(Ordering::Acquire) {
             return Err(self.log_err(LogError::Corrupt {
                 context: "partition is offline after an fsync failure".into(),
@@ -222,6 +225,34 @@ impl Partition {
             }
         }
         Ok(result)
+    }
+
+    /// A compacted topic needs a key on every record (Kafka's rule): finds the keyless ones.
+    fn check_keys(
+        &self,
+        records: &Bytes,
+        headers: &[tiering::BatchHeader],
+    ) -> Result<(), BrokerError> {
+        let mut pos = 0usize;
+        let mut first_index = 0i32;
+        let mut bad = Vec::new();
+        for h in headers {
+            let batch = &records[pos..pos + h.total_size()];
+            pos += h.total_size();
+            let keyless = tiering::keyless_record_indexes(batch).map_err(|e| self.log_err(e))?;
+            bad.extend(keyless.into_iter().map(|i| first_index + i));
+            first_index += h.records_count.max(0);
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(BrokerError::InvalidRecord {
+            message: format!(
+                "compacted topic cannot accept a record without a key in topic partition {}",
+                self.label
+            ),
+            record_indexes: bad,
+        })
     }
 
     /// Waits until everything below `offset` is fsynced.

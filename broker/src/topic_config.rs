@@ -370,10 +370,14 @@ impl BrokerLayers {
             ..defaults
         };
         let flush = |name: &str| Some(long(name, i64::MAX)).filter(|v| *v != i64::MAX);
+        let compact = get("cleanup.policy")
+            .split(',')
+            .any(|p| p.trim() == "compact");
         TopicSettings {
             log,
             flush_messages: flush("flush.messages"),
             flush_ms: flush("flush.ms"),
+            compact,
         }
     }
 }
@@ -404,6 +408,8 @@ pub struct TopicSettings {
     pub flush_messages: Option<i64>,
     /// `flush.ms` if relaxed from the default.
     pub flush_ms: Option<i64>,
+    /// cleanup.policy includes `compact`: every record needs a key.
+    pub compact: bool,
 }
 
 impl TopicSettings {

@@ -5,14 +5,14 @@ use crate::batch::BatchHeader;
 use crate::decompress::{decompress_bounded, MAX_DECOMPRESSED_BATCH};
 use crate::error::LogError;
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 /// Batches claiming more records than this are not decoded (a guard against hostile headers).
 pub const MAX_DECODED_RECORDS: i32 = 1_000_000;
 
-/// `(offset, timestamp)` of every record in one whole batch. For `LogAppendTime` batches every
-/// record's timestamp is the batch's max timestamp.
-pub(crate) fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, LogError> {
+/// Decodes every record of one whole batch, decompressing through our own capped codecs (the
+/// crate's have no output limit).
+fn decode_records(batch: &[u8]) -> Result<(BatchHeader, Vec<Record>), LogError> {
     let header = BatchHeader::parse(batch)?;
     if header.records_count > MAX_DECODED_RECORDS {
         return Err(LogError::RecordDecode {
@@ -23,7 +23,6 @@ pub(crate) fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, LogErro
             ),
         });
     }
-    // Decompress through our own capped codecs: the crate's have no output limit.
     let bounded = |data: &mut Bytes, codec: Compression| -> anyhow::Result<Bytes> {
         decompress_bounded(data, codec, MAX_DECOMPRESSED_BATCH).map_err(anyhow::Error::msg)
     };
@@ -34,9 +33,26 @@ pub(crate) fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, LogErro
             reason: format!("{e:#}"),
         },
     )?;
+    Ok((header, set.records))
+}
+
+/// Indexes (within the batch) of the records that have no key: a compacted topic refuses them.
+pub fn keyless_record_indexes(batch: &[u8]) -> Result<Vec<i32>, LogError> {
+    let (_, records) = decode_records(batch)?;
+    Ok(records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| i as i32)
+        .collect())
+}
+
+/// `(offset, timestamp)` of every record in one whole batch. For `LogAppendTime` batches every
+/// record's timestamp is the batch's max timestamp.
+pub(crate) fn record_timestamps(batch: &[u8]) -> Result<Vec<(i64, i64)>, LogError> {
+    let (header, records) = decode_records(batch)?;
     let append_time = header.has_log_append_time();
-    Ok(set
-        .records
+    Ok(records
         .iter()
         .map(|r| {
             let ts = if append_time {
@@ -77,6 +93,47 @@ mod tests {
     use crate::batch::rewrite_batch_header;
     use crate::batch::test_support::batch_with;
     use kafka_protocol::records::Compression;
+
+    #[test]
+    fn finds_keyless_records_through_compression() {
+        use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+        for compression in [Compression::None, Compression::Gzip, Compression::Snappy] {
+            let keyed = batch_with(5, &[], compression, None);
+            assert!(keyless_record_indexes(&keyed).expect("decode").is_empty());
+            let records: Vec<Record> = (0..4)
+                .map(|i| Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i,
+                    sequence: i as i32,
+                    timestamp: 1_000,
+                    key: (i % 2 == 0).then(|| Bytes::from_static(b"k")),
+                    value: Some(Bytes::from_static(b"v")),
+                    headers: Default::default(),
+                })
+                .collect();
+            let mut buf = bytes::BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                records.iter(),
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .expect("encode");
+            assert_eq!(
+                keyless_record_indexes(&buf).expect("decode"),
+                vec![1, 3],
+                "{compression:?}"
+            );
+        }
+    }
 
     #[test]
     fn finds_records_in_compressed_batches() {

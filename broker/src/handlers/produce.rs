@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
     TopicName,
@@ -35,7 +37,7 @@ pub(super) enum ProduceReply {
 pub(super) async fn handle(
     broker: &Arc<Broker>,
     req: ProduceRequest,
-    _version: i16,
+    version: i16,
 ) -> ProduceReply {
     let acks = req.acks;
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
@@ -65,6 +67,21 @@ pub(super) async fn handle(
                             tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce failed");
                             out.error_code = e.code();
                             out.error_message = Some(StrBytes::from_string(e.to_string()));
+                            if let (BrokerError::InvalidRecord { message, record_indexes }, true) =
+                                (&e, version >= 8)
+                            {
+                                // KIP-467: name each bad record so the client fails only those.
+                                out.record_errors = record_indexes
+                                    .iter()
+                                    .map(|&i| {
+                                        let mut r = BatchIndexAndErrorMessage::default();
+                                        r.batch_index = i;
+                                        r.batch_index_error_message =
+                                            Some(StrBytes::from_string(message.clone()));
+                                        r
+                                    })
+                                    .collect();
+                            }
                         }
                     }
                     out

@@ -844,3 +844,23 @@ def test_idempotent_producer_retries_across_restart(broker, topic_name):
     for q in range(2):
         assert watermarks(broker.bootstrap, topic_name, q)[1] == total // 2, \
             f"partition {q}: high watermark counts duplicates"
+
+
+def test_compacted_topic_refuses_keyless_records(broker, topic_name):
+    """Kafka's rule (with KIP-467 record errors): a compacted topic accepts keyed records only; in a batch
+    mixing both, the keyless records fail with INVALID_RECORD and the rest of that batch with librdkafka's
+    INVALID_DIFFERENT_RECORD; nothing of the batch is written."""
+    adm = admin(broker.bootstrap)
+    create_topic(adm, topic_name, partitions=1, config={"cleanup.policy": "compact"})
+    p = producer(broker.bootstrap, **{"linger.ms": 50, "retries": 0})
+    for i in range(10):
+        p.produce(topic_name, value=b"v%d" % i, key=None if i % 5 == 0 else b"k%d" % i, partition=0)
+    p.flush(30)
+    errors = [d.error.code() if d.error else None for d in p.deliveries]
+    assert errors.count(KafkaError.INVALID_RECORD) == 2, errors
+    assert None not in errors, f"part of a batch with keyless records was accepted: {errors}"
+    p2 = producer(broker.bootstrap)
+    p2.produce(topic_name, value=b"ok", key=b"k", partition=0)
+    p2.flush(30)
+    assert p2.deliveries[0].error is None, p2.deliveries[0].error
+    assert p2.deliveries[0].offset == 0, "the refused batch must not have been written"
