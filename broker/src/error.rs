@@ -235,7 +235,8 @@ impl BrokerError {
 
 fn log_error(e: &LogError) -> ResponseError {
     match e {
-        LogError::Batch(_) => ResponseError::CorruptMessage,
+        // A batch whose records cannot be decoded (bad compressed data behind a valid CRC).
+        LogError::Batch(_) | LogError::RecordDecode { .. } => ResponseError::CorruptMessage,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,

@@ -149,6 +149,16 @@ impl Partition {
     /// (unless the topic relaxed durability with flush.messages/flush.ms).
     pub async fn produce(&self, records: &Bytes, acks: i16) -> Result<ProduceResult, BrokerError> {
         let headers = tiering::validate_batches(records)?;
+        let target = self.settings.read().compression;
+        let recompressed;
+        let (records, headers) = match target {
+            Some(codec) if headers.iter().any(|h| h.compression_codec() != codec as u8) => {
+                recompressed = self.recompress(records, &headers, codec)?;
+                let headers = tiering::validate_batches(&recompressed)?;
+                (&recompressed, headers)
+            }
+            _ => (records, headers),
+        };
         let max = self.settings.read().log.max_message_bytes as usize;
         if let Some(h) = headers.iter().find(|h| h.total_size() > max) {
             return Err(BrokerError::MessageTooLarge {
@@ -225,6 +235,26 @@ impl Partition {
             }
         }
         Ok(result)
+    }
+
+    /// Re-encodes every batch of a produce payload in the topic's `compression.type`.
+    fn recompress(
+        &self,
+        records: &Bytes,
+        headers: &[tiering::BatchHeader],
+        codec: kafka_protocol::records::Compression,
+    ) -> Result<Bytes, BrokerError> {
+        let mut out = BytesMut::with_capacity(records.len());
+        let mut pos = 0usize;
+        for h in headers {
+            let batch = &records[pos..pos + h.total_size()];
+            pos += h.total_size();
+            match tiering::recompress_batch(batch, codec).map_err(|e| self.log_err(e))? {
+                Some(rebuilt) => out.extend_from_slice(&rebuilt),
+                None => out.extend_from_slice(batch),
+            }
+        }
+        Ok(out.freeze())
     }
 
     /// A compacted topic needs a key on every record (Kafka's rule): finds the keyless ones.

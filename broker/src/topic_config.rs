@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::records::Compression;
 use tiering::{LogConfig, TimestampType};
 
 use crate::config::BrokerConfig;
@@ -62,7 +63,7 @@ const LONG_MAX: &str = "9223372036854775807";
 /// Every topic-level key Strata understands.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "cleanup.policy", broker_name: "log.cleanup.policy", kind: ConfigType::List, default: "delete", doc: "delete and/or compact (compaction keeps all records until it is implemented)" },
-    TopicConfigDef { name: "compression.type", broker_name: "compression.type", kind: ConfigType::String, default: "producer", doc: "only `producer`: batches are stored as the client compressed them" },
+    TopicConfigDef { name: "compression.type", broker_name: "compression.type", kind: ConfigType::String, default: "producer", doc: "producer keeps batches as the client compressed them; uncompressed, gzip, snappy, lz4 or zstd makes the broker re-encode batches in another codec" },
     TopicConfigDef { name: "retention.ms", broker_name: "log.retention.ms", kind: ConfigType::Long, default: "604800000", doc: "delete segments older than this; -1 keeps forever" },
     TopicConfigDef { name: "retention.bytes", broker_name: "log.retention.bytes", kind: ConfigType::Long, default: "-1", doc: "delete old segments past this partition size; -1 is unlimited" },
     TopicConfigDef { name: "segment.bytes", broker_name: "log.segment.bytes", kind: ConfigType::Int, default: "1073741824", doc: "segment file size before rolling" },
@@ -96,6 +97,20 @@ const READ_ONLY_BROKER_KEYS: &[(&str, ConfigType)] = &[
     ("socket.request.max.bytes", ConfigType::Int),
     ("log.retention.check.interval.ms", ConfigType::Long),
 ];
+
+/// The codec a `compression.type` value asks for: `Some(None)` for `producer` (keep the client's),
+/// `None` for an unknown value.
+pub fn compression_of(value: &str) -> Option<Option<Compression>> {
+    Some(match value.trim() {
+        "producer" => None,
+        "uncompressed" | "none" => Some(Compression::None),
+        "gzip" => Some(Compression::Gzip),
+        "snappy" => Some(Compression::Snappy),
+        "lz4" => Some(Compression::Lz4),
+        "zstd" => Some(Compression::Zstd),
+        _ => return None,
+    })
+}
 
 /// Looks up a topic key.
 pub fn topic_def(name: &str) -> Option<&'static TopicConfigDef> {
@@ -148,13 +163,13 @@ fn validate_value(def: &TopicConfigDef, name: &str, value: &str) -> Result<(), B
         ConfigType::String => {
             let ok = match def.name {
                 "message.timestamp.type" => matches!(value, "CreateTime" | "LogAppendTime"),
-                "compression.type" => value == "producer",
+                "compression.type" => compression_of(value).is_some(),
                 _ => true,
             };
             if !ok {
                 return Err(invalid(match def.name {
                     "compression.type" => {
-                        "only `producer` is supported: Strata never recompresses batches"
+                        "must be producer, uncompressed, gzip, snappy, lz4 or zstd"
                     }
                     _ => "must be CreateTime or LogAppendTime",
                 }));
@@ -378,6 +393,7 @@ impl BrokerLayers {
             flush_messages: flush("flush.messages"),
             flush_ms: flush("flush.ms"),
             compact,
+            compression: compression_of(&get("compression.type")).flatten(),
         }
     }
 }
@@ -410,6 +426,8 @@ pub struct TopicSettings {
     pub flush_ms: Option<i64>,
     /// cleanup.policy includes `compact`: every record needs a key.
     pub compact: bool,
+    /// `compression.type`: None = `producer` (store as sent), else the codec batches are stored in.
+    pub compression: Option<Compression>,
 }
 
 impl TopicSettings {
@@ -465,7 +483,8 @@ mod tests {
         assert!(validate_topic_value("no.such.key", "1").is_err());
         assert!(validate_topic_value("cleanup.policy", "compact,delete").is_ok());
         assert!(validate_topic_value("cleanup.policy", "shred").is_err());
-        assert!(validate_topic_value("compression.type", "gzip").is_err());
+        assert!(validate_topic_value("compression.type", "gzip").is_ok());
+        assert!(validate_topic_value("compression.type", "brotli").is_err());
         assert!(validate_topic_value("message.timestamp.type", "LogAppendTime").is_ok());
     }
 

@@ -36,5 +36,5 @@ pub use log::{AppendOutcome, PartitionLog, PendingSync, RetentionOutcome};
 pub use log_start::LOG_START_OFFSET_FILE;
 pub use memory_log::MemoryLog;
 pub use producer_state::ProducerStateManager;
-pub use record_search::{keyless_record_indexes, MAX_DECODED_RECORDS};
+pub use record_search::{keyless_record_indexes, recompress_batch, MAX_DECODED_RECORDS};
 pub use segment_log::SegmentLog;

@@ -5,7 +5,9 @@ use crate::batch::BatchHeader;
 use crate::decompress::{decompress_bounded, MAX_DECOMPRESSED_BATCH};
 use crate::error::LogError;
 use bytes::Bytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
 
 /// Batches claiming more records than this are not decoded (a guard against hostile headers).
 pub const MAX_DECODED_RECORDS: i32 = 1_000_000;
@@ -45,6 +47,41 @@ pub fn keyless_record_indexes(batch: &[u8]) -> Result<Vec<i32>, LogError> {
         .filter(|(_, r)| r.key.is_none())
         .map(|(i, _)| i as i32)
         .collect())
+}
+
+/// Re-encodes one whole batch with `target` compression (a topic's `compression.type`), keeping every
+/// record, its offset delta, timestamps, headers and the producer id/epoch/sequences, so idempotence
+/// checks still see the original batch. Returns `None` when the batch already uses `target` or is a
+/// control batch (those are never rewritten).
+pub fn recompress_batch(batch: &[u8], target: Compression) -> Result<Option<Vec<u8>>, LogError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.compression_codec() == target as u8 || header.is_control() {
+        return Ok(None);
+    }
+    let (_, records) = decode_records(batch)?;
+    let mut out = bytes::BytesMut::with_capacity(batch.len());
+    RecordBatchEncoder::encode(
+        &mut out,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: target,
+        },
+    )
+    .map_err(|e| LogError::RecordDecode {
+        base_offset: header.base_offset,
+        reason: format!("re-encode with {target:?}: {e:#}"),
+    })?;
+    let rebuilt = BatchHeader::parse(&out)?;
+    if rebuilt.total_size() != out.len() || rebuilt.records_count != header.records_count {
+        return Err(LogError::RecordDecode {
+            base_offset: header.base_offset,
+            reason: format!(
+                "re-encoding with {target:?} did not give exactly one equivalent batch"
+            ),
+        });
+    }
+    Ok(Some(out.to_vec()))
 }
 
 /// `(offset, timestamp)` of every record in one whole batch. For `LogAppendTime` batches every
@@ -133,6 +170,53 @@ mod tests {
                 "{compression:?}"
             );
         }
+    }
+
+    #[test]
+    fn recompression_keeps_records_and_producer_identity() {
+        use crate::batch::test_support::Producer;
+        let producer = Producer {
+            id: 7,
+            epoch: 2,
+            base_sequence: 40,
+        };
+        let original = batch_with(
+            6,
+            &[10, 30, 20, 50, 40, 60],
+            Compression::Gzip,
+            Some(producer),
+        );
+        let before = BatchHeader::parse(&original).expect("header");
+        for target in [
+            Compression::None,
+            Compression::Lz4,
+            Compression::Zstd,
+            Compression::Snappy,
+        ] {
+            let out = recompress_batch(&original, target)
+                .expect("recompress")
+                .expect("codec differs, so it is rewritten");
+            crate::batch::validate_batches(&out).expect("a valid batch");
+            let after = BatchHeader::parse(&out).expect("header");
+            assert_eq!(after.compression_codec(), target as u8);
+            assert_eq!(
+                (after.producer_id, after.producer_epoch, after.base_sequence),
+                (
+                    before.producer_id,
+                    before.producer_epoch,
+                    before.base_sequence
+                )
+            );
+            assert_eq!(after.records_count, before.records_count);
+            assert_eq!(after.max_timestamp, before.max_timestamp);
+            assert_eq!(
+                record_timestamps(&out).expect("ts"),
+                record_timestamps(&original).expect("ts")
+            );
+        }
+        assert!(recompress_batch(&original, Compression::Gzip)
+            .expect("same codec")
+            .is_none());
     }
 
     #[test]
