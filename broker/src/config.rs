@@ -75,6 +75,16 @@ pub struct BrokerArgs {
     /// Cluster id to create a new data dir with (a random one otherwise).
     #[arg(long, env = "STRATA_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Any broker default for a topic config, as `KEY=VALUE` with Kafka's broker or topic key name
+    /// (e.g. `log.cleanup.policy=compact`, `compression.type=zstd`); repeatable, or comma-separated in
+    /// `STRATA_BROKER_CONFIG`.
+    #[arg(
+        long = "broker-config",
+        value_name = "KEY=VALUE",
+        env = "STRATA_BROKER_CONFIG",
+        value_delimiter = ','
+    )]
+    pub broker_config: Vec<String>,
     /// Partitions of `__consumer_offsets` when it is created (`offsets.topic.num.partitions`).
     #[arg(long, env = "STRATA_OFFSETS_TOPIC_NUM_PARTITIONS")]
     pub offsets_topic_num_partitions: Option<i32>,
@@ -136,6 +146,9 @@ pub struct BrokerConfig {
     pub log_message_timestamp_type: String,
     /// How long SIGTERM waits for in-flight requests before closing connections.
     pub shutdown_timeout_ms: u64,
+    /// Broker defaults for topic configs by Kafka key name (TOML table `[broker_configs]`), on top of
+    /// the dedicated fields above.
+    pub broker_configs: std::collections::BTreeMap<String, String>,
     /// `offsets.topic.num.partitions`.
     pub offsets_topic_num_partitions: i32,
     /// `group.initial.rebalance.delay.ms`.
@@ -171,6 +184,7 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: None,
             log_message_timestamp_type: "CreateTime".into(),
             shutdown_timeout_ms: 10_000,
+            broker_configs: std::collections::BTreeMap::new(),
             offsets_topic_num_partitions: 50,
             group_initial_rebalance_delay_ms: 3_000,
             offsets_retention_minutes: 10_080,
@@ -238,6 +252,15 @@ impl BrokerConfig {
         if args.cluster_id.is_some() {
             cfg.cluster_id = args.cluster_id.clone();
         }
+        for kv in &args.broker_config {
+            let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                key: "broker_config",
+                value: kv.clone(),
+                reason: "expected KEY=VALUE".into(),
+            })?;
+            cfg.broker_configs
+                .insert(k.trim().to_string(), v.trim().to_string());
+        }
         if args.log_flush_interval_messages.is_some() {
             cfg.log_flush_interval_messages = args.log_flush_interval_messages;
         }
@@ -295,6 +318,7 @@ impl BrokerConfig {
             "log_flush_interval_ms",
             "log_message_timestamp_type",
             "shutdown_timeout_ms",
+            "broker_configs",
             "offsets_topic_num_partitions",
             "group_initial_rebalance_delay_ms",
             "offsets_retention_minutes",
@@ -448,6 +472,15 @@ impl BrokerConfig {
                 "must be CreateTime or LogAppendTime",
             ));
         }
+        for (k, v) in &self.broker_configs {
+            crate::topic_config::validate_broker_default(k, v).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "broker_configs",
+                    value: format!("{k}={v}"),
+                    reason: e.to_string(),
+                }
+            })?;
+        }
         Ok(RuntimeConfig {
             listen,
             advertised_host: host,
@@ -490,6 +523,47 @@ mod tests {
         let cfg = BrokerConfig::load(&args).expect("load");
         assert_eq!(cfg.listen, "127.0.0.1:2000");
         assert_eq!(cfg.num_partitions, 3);
+    }
+
+    #[test]
+    fn any_topic_default_can_be_set_by_flag_or_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "[broker_configs]\n\"log.cleanup.policy\" = \"compact\"\n",
+        )
+        .expect("write");
+        let args = BrokerArgs {
+            config: Some(path),
+            broker_config: vec!["compression.type=zstd".into()],
+            ..Default::default()
+        };
+        let cfg = BrokerConfig::load(&args).expect("load");
+        assert_eq!(cfg.broker_configs.len(), 2);
+        let rt = cfg.validate().expect("valid");
+        let layers = crate::topic_config::BrokerLayers::from_config(&rt.broker);
+        let settings = layers.topic_settings(&Default::default());
+        assert!(settings.compact);
+        assert_eq!(
+            settings.compression,
+            Some(kafka_protocol::records::Compression::Zstd)
+        );
+        let bad = BrokerConfig {
+            broker_configs: [("log.retention.ms".to_string(), "soon".to_string())].into(),
+            ..Default::default()
+        };
+        let e = bad.validate().expect_err("not a number");
+        assert!(e.to_string().contains("log.retention.ms"), "{e}");
+        let unknown = BrokerArgs {
+            broker_config: vec!["no.such.key=1".into()],
+            ..Default::default()
+        };
+        let e = BrokerConfig::load(&unknown)
+            .expect("load")
+            .validate()
+            .expect_err("unknown key");
+        assert!(e.to_string().contains("no.such.key"), "{e}");
     }
 
     #[test]

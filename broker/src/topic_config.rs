@@ -112,6 +112,17 @@ pub fn compression_of(value: &str) -> Option<Option<Compression>> {
     })
 }
 
+/// Checks a static broker default given by Kafka broker key (`log.retention.ms`) or topic key
+/// (`retention.ms`); the error names the key.
+pub fn validate_broker_default(key: &str, value: &str) -> Result<(), BrokerError> {
+    let def = topic_def_by_broker_name(key)
+        .or_else(|| topic_def(key))
+        .ok_or_else(|| {
+            BrokerError::InvalidConfig(format!("unknown topic config default `{key}`"))
+        })?;
+    validate_value(def, key, value)
+}
+
 /// Looks up a topic key.
 pub fn topic_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
@@ -222,6 +233,12 @@ impl BrokerLayers {
         }
         if let Some(v) = cfg.log_flush_interval_ms {
             put("log.flush.interval.ms", v.to_string());
+        }
+        for (k, v) in &cfg.broker_configs {
+            // Generic defaults by Kafka name override the dedicated fields; validated at start.
+            if let Some(def) = topic_def_by_broker_name(k).or_else(|| topic_def(k)) {
+                s.insert(def.broker_name.to_string(), v.clone());
+            }
         }
         let advertised = if cfg.advertised_listener.is_empty() {
             cfg.listen.clone()

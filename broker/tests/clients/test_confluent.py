@@ -887,3 +887,19 @@ def test_topic_compression_type_recompresses(broker, topic_name, target):
     raw = open(seg, "rb").read()
     codec = int.from_bytes(raw[21:23], "big") & 7
     assert codec == {"uncompressed": 0, "lz4": 3, "zstd": 4}[target]
+
+
+def test_generic_broker_config_flag_sets_topic_defaults(broker_factory, topic_name):
+    """`--broker-config KEY=VALUE` sets any topic default by Kafka name; topics inherit it and
+    DescribeConfigs reports it as a static broker config."""
+    broker = broker_factory("--broker-config", "compression.type=zstd",
+                            "--broker-config", "log.index.interval.bytes=8192")
+    adm = admin(broker.bootstrap)
+    create_topic(adm, topic_name, partitions=1)
+    topic = describe_topic_configs(adm, topic_name)
+    assert topic["compression.type"].value == "zstd"
+    assert _source(topic["compression.type"]) == ConfigSource.STATIC_BROKER_CONFIG
+    assert topic["index.interval.bytes"].value == "8192"
+    brk = describe_broker_configs(adm)
+    assert brk["compression.type"].value == "zstd"
+    assert _source(brk["log.index.interval.bytes"]) == ConfigSource.STATIC_BROKER_CONFIG
