@@ -5,6 +5,13 @@
 //! Locking: one mutex over the group map, never held across an await. Writes for one
 //! `__consumer_offsets` partition are serialised by a per-partition async lock held from the append
 //! until the in-memory state is updated, so the in-memory order matches the log order.
+//!
+//! Offset commits are group-committed: a commit queues its records per `__consumer_offsets`
+//! partition, and whoever holds that partition's write lock appends everything queued so far as one
+//! batch (one fsync), applies it in queue order and answers each waiter. Without this every commit
+//! waited for its own fsync under the lock, so pipelined commits (librdkafka's async commits) were
+//! answered one fsync at a time and a ConsumerGroupHeartbeat queued behind them on the same connection
+//! outlived the client's request timeout (the heartbeat interval).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -141,6 +148,28 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
+/// Upper bound of the record bytes one group-committed batch gathers (well under the default
+/// `max.message.bytes`).
+const MAX_COMMIT_BATCH_BYTES: usize = 256 * 1024;
+
+/// One OffsetCommit waiting for the write lock of its `__consumer_offsets` partition.
+#[derive(Debug)]
+struct QueuedCommit {
+    group_id: String,
+    records: Vec<(Bytes, Option<Bytes>)>,
+    offsets: Vec<(String, i32, CommittedOffset)>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl QueuedCommit {
+    fn bytes(&self) -> usize {
+        self.records
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len))
+            .sum()
+    }
+}
+
 /// The group coordinator.
 #[derive(Debug)]
 pub struct GroupCoordinator {
@@ -148,6 +177,9 @@ pub struct GroupCoordinator {
     cfg: CoordinatorConfig,
     clock: Arc<dyn Clock>,
     write_locks: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+    commit_queues: Mutex<HashMap<i32, Vec<QueuedCommit>>>,
+    /// Appends to `__consumer_offsets` so far (each waits for one fsync).
+    appends: std::sync::atomic::AtomicU64,
     create_lock: Mutex<()>,
     closing: std::sync::atomic::AtomicBool,
 }
@@ -160,6 +192,8 @@ impl GroupCoordinator {
             cfg,
             clock,
             write_locks: Mutex::new(HashMap::new()),
+            commit_queues: Mutex::new(HashMap::new()),
+            appends: std::sync::atomic::AtomicU64::new(0),
             create_lock: Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
         }
@@ -228,6 +262,8 @@ impl GroupCoordinator {
         })?;
         let batch = store::build_batch(records, self.now())
             .map_err(|e| BrokerError::MetadataIo(e.to_string()))?;
+        self.appends
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         partition.produce(&batch, -1).await?;
         Ok(())
     }
@@ -561,24 +597,103 @@ impl GroupCoordinator {
             accepted.push((results.len(), topic, partition, offset));
             results.push(Ok(()));
         }
-        let _guard = self.write_lock(broker, group_id).await?;
-        if let Err(e) = self.append(broker, group_id, &records).await {
-            let code_error = || BrokerError::from(GroupError::CoordinatorNotAvailable);
-            tracing::warn!(group = group_id, error = %e, "cannot persist offset commit");
-            for (i, ..) in &accepted {
-                results[*i] = Err(code_error());
-            }
+        if records.is_empty() {
+            let now = self.now();
+            self.groups
+                .lock()
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now));
             return Ok(results);
         }
-        let now = self.now();
-        let mut groups = self.groups.lock();
-        let g = groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id, now));
-        for (_, topic, partition, offset) in accepted {
-            g.offsets.insert((topic, partition), offset);
+        let index = partition_for(group_id, self.ensure_topic(broker)?);
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.commit_queues
+            .lock()
+            .entry(index)
+            .or_default()
+            .push(QueuedCommit {
+                group_id: group_id.to_string(),
+                records,
+                offsets: accepted
+                    .iter()
+                    .map(|(_, t, p, o)| (t.clone(), *p, o.clone()))
+                    .collect(),
+                done,
+            });
+        {
+            // Whoever holds the lock writes everything queued; ours may already be written.
+            let _guard = self.write_lock(broker, group_id).await?;
+            loop {
+                let batch = self.take_commits(index);
+                if batch.is_empty() {
+                    break;
+                }
+                self.write_commits(broker, group_id, batch).await;
+            }
+        }
+        // Always answered by now, unless the call that took it was cancelled mid-write.
+        if let Err(e) = written
+            .await
+            .unwrap_or_else(|_| Err("write cancelled".into()))
+        {
+            tracing::warn!(group = group_id, error = %e, "cannot persist offset commit");
+            for (i, ..) in &accepted {
+                results[*i] = Err(GroupError::CoordinatorNotAvailable.into());
+            }
         }
         Ok(results)
+    }
+
+    /// Takes the queued commits of one `__consumer_offsets` partition, up to
+    /// [`MAX_COMMIT_BATCH_BYTES`] (at least one).
+    fn take_commits(&self, index: i32) -> Vec<QueuedCommit> {
+        let mut queues = self.commit_queues.lock();
+        let Some(queue) = queues.get_mut(&index) else {
+            return Vec::new();
+        };
+        let mut bytes = 0;
+        let n = queue
+            .iter()
+            .take_while(|c| {
+                let first = bytes == 0;
+                bytes += c.bytes().max(1);
+                first || bytes <= MAX_COMMIT_BATCH_BYTES
+            })
+            .count();
+        let batch: Vec<QueuedCommit> = queue.drain(..n).collect();
+        if queue.is_empty() {
+            queues.remove(&index);
+        }
+        batch
+    }
+
+    /// Appends queued commits (all for one partition, write lock held) as one batch, then applies
+    /// them in order and answers each.
+    async fn write_commits(&self, broker: &Broker, group_id: &str, batch: Vec<QueuedCommit>) {
+        let records: Vec<(Bytes, Option<Bytes>)> = batch
+            .iter()
+            .flat_map(|c| c.records.iter().cloned())
+            .collect();
+        let result = self
+            .append(broker, group_id, &records)
+            .await
+            .map_err(|e| e.to_string());
+        if result.is_ok() {
+            let now = self.now();
+            let mut groups = self.groups.lock();
+            for c in &batch {
+                let g = groups
+                    .entry(c.group_id.clone())
+                    .or_insert_with(|| Group::new(&c.group_id, now));
+                for (topic, partition, offset) in &c.offsets {
+                    g.offsets
+                        .insert((topic.clone(), *partition), offset.clone());
+                }
+            }
+        }
+        for c in batch {
+            let _ = c.done.send(result.clone());
+        }
     }
 
     /// OffsetFetch: committed offsets of `topics` (all topics with `None`).
@@ -1053,6 +1168,58 @@ mod tests {
             Some(8)
         );
         assert_eq!(replayed.list(&[]).len(), 2);
+        broker.shutdown().await;
+    }
+
+    /// Pipelined commits of one group must not each wait for their own fsync under the write lock:
+    /// they are appended together (librdkafka's async commits otherwise delay a
+    /// ConsumerGroupHeartbeat behind them on the same connection past its 1 s request timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_are_group_committed_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            metrics_listen: "off".into(),
+            offsets_topic_num_partitions: 1,
+            ..Default::default()
+        };
+        let broker = Broker::open(cfg.validate().expect("config")).expect("broker");
+        broker
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .expect("topic");
+        let clock = Arc::new(FakeClock(AtomicI64::new(1_000)));
+        let ccfg = CoordinatorConfig {
+            offsets_topic_num_partitions: 1,
+            initial_rebalance_delay_ms: 0,
+            offsets_retention_ms: 60_000,
+            consumer: ConsumerConfig::default(),
+        };
+        let coord = GroupCoordinator::new(ccfg, clock.clone());
+        const N: i64 = 64;
+        let commits = (1..=N).map(|o| {
+            coord.commit(
+                &broker,
+                "g",
+                "",
+                None,
+                -1,
+                vec![("t".into(), 0, offset(o, 1_000))],
+            )
+        });
+        for r in futures::future::join_all(commits).await {
+            assert!(r.expect("commit")[0].is_ok());
+        }
+        assert_eq!(coord.fetch("g", None)[0].1[0].1, Some(offset(N, 1_000)));
+
+        let appends = coord.appends.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            appends <= 4,
+            "{N} concurrent commits took {appends} appends (one fsync each)"
+        );
+        // The log order matches the in-memory order: a replay ends at the last commit.
+        let replayed = GroupCoordinator::new(ccfg, clock);
+        replayed.load(&broker).expect("load");
+        assert_eq!(replayed.fetch("g", None)[0].1[0].1, Some(offset(N, 1_000)));
         broker.shutdown().await;
     }
 
