@@ -1070,6 +1070,39 @@ mod tests {
         }
     }
 
+    /// A broker in a temp dir with a topic `t`, and a coordinator config over an injected clock.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        broker: Arc<Broker>,
+        clock: Arc<FakeClock>,
+        ccfg: CoordinatorConfig,
+    }
+
+    fn fixture(offsets_partitions: i32, topic_partitions: i32) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            metrics_listen: "off".into(),
+            offsets_topic_num_partitions: offsets_partitions,
+            ..Default::default()
+        };
+        let broker = Broker::open(cfg.validate().expect("config")).expect("broker");
+        broker
+            .create_topic("t", topic_partitions, 1, BTreeMap::new(), false)
+            .expect("topic");
+        Fixture {
+            _dir: dir,
+            broker,
+            clock: Arc::new(FakeClock(AtomicI64::new(1_000))),
+            ccfg: CoordinatorConfig {
+                offsets_topic_num_partitions: offsets_partitions,
+                initial_rebalance_delay_ms: 0,
+                offsets_retention_ms: 60_000,
+                consumer: ConsumerConfig::default(),
+            },
+        }
+    }
+
     fn offset(o: i64, ts: i64) -> CommittedOffset {
         CommittedOffset {
             offset: o,
@@ -1081,25 +1114,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commits_persist_replay_and_expire_with_an_injected_clock() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            metrics_listen: "off".into(),
-            offsets_topic_num_partitions: 4,
-            ..Default::default()
-        };
-        let runtime = cfg.validate().expect("config");
-        let broker = Broker::open(runtime).expect("broker");
-        broker
-            .create_topic("t", 2, 1, BTreeMap::new(), false)
-            .expect("topic");
-        let clock = Arc::new(FakeClock(AtomicI64::new(1_000)));
-        let ccfg = CoordinatorConfig {
-            offsets_topic_num_partitions: 4,
-            initial_rebalance_delay_ms: 0,
-            offsets_retention_ms: 60_000,
-            consumer: ConsumerConfig::default(),
-        };
+        let Fixture {
+            _dir,
+            broker,
+            clock,
+            ccfg,
+        } = fixture(4, 2);
         let coord = GroupCoordinator::new(ccfg, clock.clone());
         for (group, o) in [("a", 5), ("b", 7)] {
             let r = coord
@@ -1176,24 +1196,12 @@ mod tests {
     /// ConsumerGroupHeartbeat behind them on the same connection past its 1 s request timeout).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_commits_are_group_committed_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            metrics_listen: "off".into(),
-            offsets_topic_num_partitions: 1,
-            ..Default::default()
-        };
-        let broker = Broker::open(cfg.validate().expect("config")).expect("broker");
-        broker
-            .create_topic("t", 1, 1, BTreeMap::new(), false)
-            .expect("topic");
-        let clock = Arc::new(FakeClock(AtomicI64::new(1_000)));
-        let ccfg = CoordinatorConfig {
-            offsets_topic_num_partitions: 1,
-            initial_rebalance_delay_ms: 0,
-            offsets_retention_ms: 60_000,
-            consumer: ConsumerConfig::default(),
-        };
+        let Fixture {
+            _dir,
+            broker,
+            clock,
+            ccfg,
+        } = fixture(1, 1);
         let coord = GroupCoordinator::new(ccfg, clock.clone());
         const N: i64 = 64;
         let commits = (1..=N).map(|o| {
@@ -1226,24 +1234,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn consumer_groups_exclude_classic_members_validate_epochs_and_persist() {
         use crate::group::consumer::HeartbeatRequest;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
-            metrics_listen: "off".into(),
-            offsets_topic_num_partitions: 2,
-            ..Default::default()
-        };
-        let broker = Broker::open(cfg.validate().expect("config")).expect("broker");
-        broker
-            .create_topic("t", 2, 1, BTreeMap::new(), false)
-            .expect("topic");
-        let clock = Arc::new(FakeClock(AtomicI64::new(1_000)));
-        let ccfg = CoordinatorConfig {
-            offsets_topic_num_partitions: 2,
-            initial_rebalance_delay_ms: 0,
-            offsets_retention_ms: 60_000,
-            consumer: ConsumerConfig::default(),
-        };
+        let Fixture {
+            _dir,
+            broker,
+            clock,
+            ccfg,
+        } = fixture(2, 2);
         let coord = GroupCoordinator::new(ccfg, clock.clone());
         let hb = HeartbeatRequest {
             member_id: "m1".into(),

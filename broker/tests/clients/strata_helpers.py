@@ -7,6 +7,7 @@ These consumers never join a group: they `assign()` partitions with explicit off
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -214,3 +215,75 @@ def raw_metadata(bootstrap: str, topics: list[str] | None, allow_auto_topic_crea
 
     return raw_request(bootstrap, MetadataRequest[4](topics=topics,
                                                      allow_auto_topic_creation=allow_auto_topic_creation))
+
+
+def fill(bootstrap: str, topic: str, partitions: int, per_partition: int, start: int = 0) -> set[bytes]:
+    """Produces values `<partition>-<i>` for i in start..start+per_partition to each partition; returns
+    them."""
+    p = producer(bootstrap)
+    values = set()
+    for part in range(partitions):
+        for i in range(start, start + per_partition):
+            v = f"{part}-{i}".encode()
+            values.add(v)
+            p.produce(topic, value=v, partition=part)
+    p.flush()
+    assert not p.errors()
+    return values
+
+
+class Member(threading.Thread):
+    """A group consumer in a thread: polls, records every message, optionally commits each one
+    synchronously and records the ones whose commit succeeded. `make_consumer(bootstrap, group, **conf)`
+    builds the client (classic or KIP-848 settings)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, make_consumer, sync_commit: bool = False,
+                 **conf):
+        super().__init__(daemon=True)
+        self.bootstrap, self.group, self.topic, self.conf = bootstrap, group, topic, conf
+        self.make_consumer, self.sync_commit = make_consumer, sync_commit
+        self.seen: list[bytes] = []
+        self.committed: list[bytes] = []
+        self.assignment: list[int] = []
+        self.assigns = 0
+        self.revokes = 0
+        self.first_message_at: float | None = None
+        self.stop_flag = threading.Event()
+        self.closed = threading.Event()
+        self.error: Exception | None = None
+
+    def run(self):
+        try:
+            c = self.make_consumer(self.bootstrap, self.group, **self.conf)
+
+            def on_assign(_c, parts):
+                self.assigns += 1
+
+            def on_revoke(_c, parts):
+                self.revokes += 1
+
+            c.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke)
+            while not self.stop_flag.is_set():
+                m = c.poll(0.1)
+                self.assignment = sorted(tp.partition for tp in c.assignment())
+                if m is None or m.error():
+                    continue
+                if self.first_message_at is None:
+                    self.first_message_at = time.monotonic()
+                self.seen.append(m.value())
+                if self.sync_commit:
+                    try:
+                        c.commit(message=m, asynchronous=False)
+                        self.committed.append(m.value())
+                    except Exception:  # noqa: BLE001 - a failed commit just means "not committed"
+                        pass
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            self.error = e
+        finally:
+            self.closed.set()
+
+    def stop(self):
+        self.stop_flag.set()
+        self.closed.wait(20)
+        assert self.error is None, self.error

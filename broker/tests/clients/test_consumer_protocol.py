@@ -7,19 +7,24 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import confluent_kafka
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupType, KafkaException
 
-from strata_helpers import FAST_CLIENT_CONF, admin, create_topic, producer, wait_until
+from strata_helpers import FAST_CLIENT_CONF, admin, create_topic, fill, wait_until
+from strata_helpers import Member as _Member
 
 FLAGS = ["--group-consumer-heartbeat-interval-ms", "300", "--group-consumer-session-timeout-ms", "6000"]
 
 pytestmark = pytest.mark.skipif(confluent_kafka.libversion()[1] < 0x020C0000,
                                 reason="librdkafka >= 2.12 needed for group.protocol=consumer")
+
+
+def Member(bootstrap: str, group: str, topic: str, **conf) -> _Member:  # noqa: N802
+    """A KIP-848 member thread that commits every record synchronously after recording it."""
+    return _Member(bootstrap, group, topic, kip848_consumer, sync_commit=True, **conf)
 
 
 def kip848_consumer(bootstrap: str, group: str, **conf) -> Consumer:
@@ -34,59 +39,6 @@ def kip848_consumer(bootstrap: str, group: str, **conf) -> Consumer:
     }
     base.update(conf)
     return Consumer(base)
-
-
-def fill(bootstrap: str, topic: str, partitions: int, per_partition: int, start: int = 0) -> set[bytes]:
-    p = producer(bootstrap)
-    values = set()
-    for part in range(partitions):
-        for i in range(start, start + per_partition):
-            v = f"{part}-{i}".encode()
-            values.add(v)
-            p.produce(topic, value=v, partition=part)
-    p.flush()
-    assert not p.errors()
-    return values
-
-
-class Member(threading.Thread):
-    """A KIP-848 consumer in a thread that commits every record synchronously after recording it."""
-
-    def __init__(self, bootstrap: str, group: str, topic: str, **conf):
-        super().__init__(daemon=True)
-        self.bootstrap, self.group, self.topic, self.conf = bootstrap, group, topic, conf
-        self.seen: list[bytes] = []
-        self.committed: list[bytes] = []
-        self.assignment: list[int] = []
-        self.stop_flag = threading.Event()
-        self.closed = threading.Event()
-        self.error: Exception | None = None
-
-    def run(self):
-        try:
-            c = kip848_consumer(self.bootstrap, self.group, **self.conf)
-            c.subscribe([self.topic])
-            while not self.stop_flag.is_set():
-                m = c.poll(0.1)
-                self.assignment = sorted(tp.partition for tp in c.assignment())
-                if m is None or m.error():
-                    continue
-                self.seen.append(m.value())
-                try:
-                    c.commit(message=m, asynchronous=False)
-                    self.committed.append(m.value())
-                except Exception:  # noqa: BLE001 - a failed commit just means "not committed"
-                    pass
-            c.close()
-        except Exception as e:  # noqa: BLE001
-            self.error = e
-        finally:
-            self.closed.set()
-
-    def stop(self):
-        self.stop_flag.set()
-        self.closed.wait(20)
-        assert self.error is None, self.error
 
 
 def committed_set(members: list[Member]) -> list[bytes]:

@@ -14,9 +14,15 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 
-from strata_helpers import FAST_CLIENT_CONF, admin, create_topic, producer, wait_futures, wait_until
+from strata_helpers import FAST_CLIENT_CONF, admin, create_topic, fill, producer, wait_futures, wait_until
+from strata_helpers import Member as _Member
 
 FAST = ["--group-initial-rebalance-delay-ms", "0"]
+
+
+def Member(bootstrap: str, group: str, topic: str, sync_commit: bool = False, **conf) -> _Member:  # noqa: N802
+    """A classic-protocol member thread (see strata_helpers.Member)."""
+    return _Member(bootstrap, group, topic, group_consumer, sync_commit=sync_commit, **conf)
 
 
 def group_consumer(bootstrap: str, group: str, **conf) -> Consumer:
@@ -32,74 +38,6 @@ def group_consumer(bootstrap: str, group: str, **conf) -> Consumer:
     }
     base.update(conf)
     return Consumer(base)
-
-
-def fill(bootstrap: str, topic: str, partitions: int, per_partition: int) -> set[bytes]:
-    """Produces per_partition records to each partition; returns the values."""
-    p = producer(bootstrap)
-    values = set()
-    for part in range(partitions):
-        for i in range(per_partition):
-            v = f"{part}-{i}".encode()
-            values.add(v)
-            p.produce(topic, value=v, partition=part)
-    p.flush()
-    assert not p.errors()
-    return values
-
-
-class Member(threading.Thread):
-    """A consumer in a thread: polls, records every message, optionally commits each one synchronously
-    and records the ones whose commit succeeded."""
-
-    def __init__(self, bootstrap: str, group: str, topic: str, sync_commit: bool = False, **conf):
-        super().__init__(daemon=True)
-        self.bootstrap, self.group, self.topic, self.sync_commit, self.conf = bootstrap, group, topic, sync_commit, conf
-        self.seen: list[bytes] = []
-        self.committed: list[bytes] = []
-        self.assignment: list[int] = []
-        self.assigns = 0
-        self.revokes = 0
-        self.first_message_at: float | None = None
-        self.stop_flag = threading.Event()
-        self.closed = threading.Event()
-        self.error: Exception | None = None
-
-    def run(self):
-        try:
-            c = group_consumer(self.bootstrap, self.group, **self.conf)
-
-            def on_assign(_c, parts):
-                self.assigns += 1
-
-            def on_revoke(_c, parts):
-                self.revokes += 1
-
-            c.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke)
-            while not self.stop_flag.is_set():
-                m = c.poll(0.1)
-                self.assignment = sorted(tp.partition for tp in c.assignment())
-                if m is None or m.error():
-                    continue
-                if self.first_message_at is None:
-                    self.first_message_at = time.monotonic()
-                self.seen.append(m.value())
-                if self.sync_commit:
-                    try:
-                        c.commit(message=m, asynchronous=False)
-                        self.committed.append(m.value())
-                    except Exception:  # noqa: BLE001 - a failed commit just means "not committed"
-                        pass
-            c.close()
-        except Exception as e:  # noqa: BLE001
-            self.error = e
-        finally:
-            self.closed.set()
-
-    def stop(self):
-        self.stop_flag.set()
-        self.closed.wait(20)
-        assert self.error is None, self.error
 
 
 def describe(bootstrap: str, group: str):
