@@ -17,6 +17,7 @@ mod offset_index;
 pub mod producer_state;
 mod record_search;
 pub mod segment;
+pub mod remote;
 pub mod segment_log;
 mod time_index;
 

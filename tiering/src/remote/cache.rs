@@ -1,0 +1,1 @@
+//! The remote read cache (being written).
