@@ -16,8 +16,8 @@ pub mod memory_log;
 mod offset_index;
 pub mod producer_state;
 mod record_search;
-pub mod segment;
 pub mod remote;
+pub mod segment;
 pub mod segment_log;
 mod time_index;
 

@@ -21,8 +21,6 @@ use crate::fs_util::{atomic_write, remove_if_exists};
 pub const MAX_CACHED_BATCHES: usize = 5;
 /// File extension of producer state snapshots.
 pub const SNAPSHOT_EXTENSION: &str = "snapshot";
-/// How many snapshots are kept on disk.
-pub const SNAPSHOTS_KEPT: usize = 2;
 
 const SNAPSHOT_VERSION: u32 = 1;
 
@@ -208,16 +206,11 @@ impl ProducerStateManager {
         ))
     }
 
-    /// Writes `<offset:020>.snapshot` in `dir` atomically, then deletes all but the newest
-    /// [`SNAPSHOTS_KEPT`] snapshots.
+    /// Writes `<offset:020>.snapshot` in `dir` atomically. One snapshot is kept per segment (taken
+    /// when it was sealed, so the remote tier can upload it with the segment); the log deletes the
+    /// ones below its first segment.
     pub fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<(), LogError> {
-        atomic_write(&snapshot_path(dir, offset), &self.snapshot_bytes(offset))?;
-        let offsets = list_snapshots(dir)?;
-        let excess = offsets.len().saturating_sub(SNAPSHOTS_KEPT);
-        for old in &offsets[..excess] {
-            remove_if_exists(&snapshot_path(dir, *old))?;
-        }
-        Ok(())
+        atomic_write(&snapshot_path(dir, offset), &self.snapshot_bytes(offset))
     }
 
     /// Loads the newest readable snapshot at or below `max_offset`, returning it with its offset.
@@ -423,19 +416,19 @@ mod tests {
     }
 
     #[test]
-    fn keeps_newest_two_snapshots_and_loads_at_or_below() {
+    fn keeps_one_snapshot_per_write_and_loads_at_or_below() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = ProducerStateManager::new();
         for offset in [0, 10, 20] {
             append(&mut s, &header(1, 0, (offset / 10) as i32, 1), offset);
             s.write_snapshot(dir.path(), offset + 1).unwrap();
         }
-        assert_eq!(list_snapshots(dir.path()).unwrap(), vec![11, 21]);
+        assert_eq!(list_snapshots(dir.path()).unwrap(), vec![1, 11, 21]);
         let (_, at) = ProducerStateManager::load_latest(dir.path(), 15)
             .unwrap()
             .unwrap();
         assert_eq!(at, 11);
-        assert!(ProducerStateManager::load_latest(dir.path(), 5)
+        assert!(ProducerStateManager::load_latest(dir.path(), 0)
             .unwrap()
             .is_none());
         std::fs::write(snapshot_path(dir.path(), 21), b"garbage").unwrap();

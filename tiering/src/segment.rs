@@ -450,6 +450,16 @@ impl Segment {
         self.next_offset
     }
 
+    /// The offset index entries.
+    pub(crate) fn offset_entries(&self) -> &[crate::offset_index::OffsetEntry] {
+        self.offset_index.entries()
+    }
+
+    /// The time index entries.
+    pub(crate) fn time_entries(&self) -> &[crate::time_index::TimeEntry] {
+        self.time_index.entries()
+    }
+
     /// Bytes in the `.log`.
     pub(crate) fn size(&self) -> u64 {
         self.size

@@ -15,7 +15,10 @@
 //! afterwards, oldest first for prefixes and newest first for suffixes, so an interrupted deletion
 //! leaves a contiguous log that the next open or pass finishes cleaning.
 
+mod offload;
 mod recovery;
+
+pub use offload::{SealedSegment, SegmentReader};
 
 use std::path::{Path, PathBuf};
 

@@ -42,6 +42,17 @@ pub enum RemoteError {
     /// The object store configuration is invalid.
     #[error("object store configuration: {0}")]
     Config(String),
+    /// The offset is not in the offloaded part of the log.
+    #[error("offset={offset} is not offloaded (remote range {range:?})")]
+    NotOffloaded {
+        /// The requested offset.
+        offset: i64,
+        /// The offloaded `[start, end)`, if any.
+        range: Option<(i64, i64)>,
+    },
+    /// Reading a local segment or decoding records failed.
+    #[error(transparent)]
+    Log(#[from] crate::error::LogError),
     /// The read cache failed.
     #[error("read cache: {0}")]
     Cache(String),

@@ -1,0 +1,185 @@
+//! What the remote tier needs from the local log: immutable views of sealed segments to upload, and
+//! seeding an empty partition directory so that the local log continues where the offloaded history
+//! ends (restart with an empty disk).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::SegmentLog;
+use crate::error::LogError;
+use crate::fs_util::atomic_write;
+use crate::index_file::IndexEntry;
+use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
+use crate::log_start;
+use crate::producer_state::snapshot_path;
+
+/// A sealed (immutable, fsynced) segment, detached from the log's lock: its file handle stays
+/// readable even if retention deletes the file meanwhile.
+#[derive(Debug, Clone)]
+pub struct SealedSegment {
+    /// First offset.
+    pub base_offset: i64,
+    /// One past the last offset.
+    pub next_offset: i64,
+    /// Bytes in the `.log`.
+    pub size: u64,
+    /// Largest record timestamp (-1 if none).
+    pub max_timestamp: i64,
+    /// Base offset of the batch with the largest timestamp.
+    pub max_timestamp_batch: Option<i64>,
+    /// The offset index, encoded as in the `.index` file.
+    pub offset_index: Vec<u8>,
+    /// The time index, encoded as in the `.timeindex` file.
+    pub time_index: Vec<u8>,
+    /// Producer state as of `next_offset`, if the snapshot taken at roll still exists.
+    pub producer_snapshot: Option<Vec<u8>>,
+    /// Leader epochs in effect within the segment (the first may start before `base_offset`).
+    pub epochs: Vec<EpochEntry>,
+    file: Arc<File>,
+}
+
+impl SealedSegment {
+    /// A cheap handle that reads the segment's `.log`.
+    pub fn reader(&self) -> SegmentReader {
+        SegmentReader {
+            base_offset: self.base_offset,
+            file: self.file.clone(),
+        }
+    }
+}
+
+/// Reads a sealed segment's `.log` through a shared file handle.
+#[derive(Debug, Clone)]
+pub struct SegmentReader {
+    base_offset: i64,
+    file: Arc<File>,
+}
+
+impl SegmentReader {
+    /// Reads `len` bytes at `position` (blocking).
+    pub fn read_at(&self, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(LogError::io(format!(
+                "read sealed segment base_offset={} at {position}",
+                self.base_offset
+            )))?;
+        Ok(buf)
+    }
+}
+
+impl SegmentLog {
+    /// Sealed segments with `base_offset >= from` and `next_offset <= upto`, oldest first, at most
+    /// `limit` of them.
+    pub fn sealed_segments(
+        &self,
+        from: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<SealedSegment>, LogError> {
+        let sealed = &self.segments[..self.segments.len() - 1];
+        let mut out = Vec::new();
+        for s in sealed
+            .iter()
+            .filter(|s| s.base_offset() >= from && s.next_offset() <= upto && !s.is_empty())
+            .take(limit)
+        {
+            let mut offset_index = Vec::with_capacity(s.offset_entries().len() * 8);
+            for e in s.offset_entries() {
+                e.encode(&mut offset_index);
+            }
+            let mut time_index = Vec::with_capacity(s.time_entries().len() * 12);
+            for e in s.time_entries() {
+                e.encode(&mut time_index);
+            }
+            let snapshot = snapshot_path(&self.dir, s.next_offset());
+            let producer_snapshot = match std::fs::read(&snapshot) {
+                Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(LogError::io(format!("read {}", snapshot.display()))(e));
+                }
+            };
+            out.push(SealedSegment {
+                base_offset: s.base_offset(),
+                next_offset: s.next_offset(),
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+                max_timestamp_batch: s.max_timestamp_batch(),
+                offset_index,
+                time_index,
+                producer_snapshot,
+                epochs: epochs_within(self.epochs.entries(), s.base_offset(), s.next_offset()),
+                file: s.file().clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Prepares an empty partition directory so that [`SegmentLog::open`] starts the log at
+    /// `start_offset` with the given producer state and leader epochs (the offloaded history ends
+    /// there). Does nothing if the directory already holds a log.
+    pub fn seed_empty_dir(
+        dir: &Path,
+        start_offset: i64,
+        producer_snapshot: Option<&[u8]>,
+        epochs: &[EpochEntry],
+    ) -> Result<bool, LogError> {
+        std::fs::create_dir_all(dir).map_err(LogError::io(format!(
+            "create partition directory {}",
+            dir.display()
+        )))?;
+        if log_start::load(dir)?.is_some() {
+            return Ok(false);
+        }
+        let has_segments = std::fs::read_dir(dir)
+            .map_err(LogError::io(format!("list {}", dir.display())))?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".log"));
+        if has_segments {
+            return Ok(false);
+        }
+        if let Some(bytes) = producer_snapshot {
+            atomic_write(&snapshot_path(dir, start_offset), bytes)?;
+        }
+        let mut cache = LeaderEpochCache::load(dir)?;
+        for e in epochs {
+            cache.assign(e.epoch, e.start_offset)?;
+        }
+        log_start::store(dir, start_offset)?;
+        Ok(true)
+    }
+}
+
+/// The epochs in effect in `[base, next)`: the one containing `base` and those starting inside.
+fn epochs_within(entries: &[EpochEntry], base: i64, next: i64) -> Vec<EpochEntry> {
+    let first = entries
+        .partition_point(|e| e.start_offset <= base)
+        .saturating_sub(1);
+    entries[first..]
+        .iter()
+        .copied()
+        .filter(|e| e.start_offset < next)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_within_keeps_the_containing_and_inner_epochs() {
+        let e = |epoch, start_offset| EpochEntry {
+            epoch,
+            start_offset,
+        };
+        let all = [e(0, 0), e(1, 50), e(2, 100), e(3, 200)];
+        assert_eq!(epochs_within(&all, 60, 150), vec![e(1, 50), e(2, 100)]);
+        assert_eq!(epochs_within(&all, 0, 50), vec![e(0, 0)]);
+        assert_eq!(epochs_within(&all, 250, 300), vec![e(3, 200)]);
+        assert_eq!(epochs_within(&[], 0, 10), vec![]);
+    }
+}
