@@ -6,17 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use tiering::remote::RemotePartition;
 use uuid::Uuid;
 
 use crate::config::RuntimeConfig;
+use crate::disk_guard::DiskGuard;
 use crate::error::BrokerError;
 use crate::group::consumer::ConsumerConfig;
 use crate::group::{CoordinatorConfig, GroupCoordinator, SystemClock};
 use crate::log_manager::LogManager;
 use crate::metadata_store::{MetadataStore, TopicRecord, PRODUCER_ID_BLOCK};
 use crate::metrics::Metrics;
+use crate::offload::RemoteTier;
 use crate::partition::Partition;
-use crate::topic_config::{validate_topic_value, BrokerLayers, TopicSettings};
+use crate::topic_config::{validate_topic_overrides, BrokerLayers, TopicSettings};
 
 /// Topics the broker writes itself; clients may read them but never produce to, create or delete them.
 pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
@@ -72,14 +75,34 @@ pub struct CreatedTopic {
 }
 
 impl Broker {
-    /// Opens the metadata store and every partition log under the data dir.
+    /// Opens the metadata store and every partition log under the data dir, without tiered storage.
     pub fn open(config: RuntimeConfig) -> Result<Arc<Self>, BrokerError> {
+        Self::open_tiered(config, None, HashMap::new())
+    }
+
+    /// Opens the broker with its remote tier (opened and prepared by `RemoteTier::open` and
+    /// `RemoteTier::prepare`), and starts the offload task.
+    pub fn open_tiered(
+        config: RuntimeConfig,
+        remote: Option<Arc<RemoteTier>>,
+        loaded_remote: HashMap<(Uuid, i32), Arc<RemotePartition>>,
+    ) -> Result<Arc<Self>, BrokerError> {
         let data_dir = config.broker.data_dir.clone();
         let store = MetadataStore::open(&data_dir, config.broker.cluster_id.as_deref())?;
         let mut layers = BrokerLayers::from_config(&config.broker);
         layers.dynamic_default = store.state().broker_dynamic_default.clone();
         layers.dynamic_broker = store.state().broker_dynamic.clone();
-        let logs = Arc::new(LogManager::new(&data_dir));
+        let disk = Arc::new(DiskGuard::new(
+            &data_dir,
+            config.broker.local_disk_limit_bytes,
+            config.broker.local_disk_min_free_bytes,
+        ));
+        let logs = Arc::new(LogManager::with_tiers(
+            &data_dir,
+            remote.clone(),
+            loaded_remote,
+            disk,
+        ));
         let known: HashMap<String, Uuid> = store
             .state()
             .topics
@@ -127,6 +150,11 @@ impl Broker {
         broker.logs.spawn_retention(Duration::from_millis(
             broker.config.broker.log_retention_check_interval_ms,
         ));
+        broker.logs.refresh_disk_usage();
+        if let Some(tier) = remote {
+            let b = broker.clone();
+            broker.logs.spawn_task(move |cancel| tier.run(b, cancel));
+        }
         Ok(broker)
     }
 
@@ -230,9 +258,7 @@ impl Broker {
                 "replication factor {rf} is larger than the 1 available broker"
             )));
         }
-        for (k, v) in &configs {
-            validate_topic_value(k, v)?;
-        }
+        validate_topic_overrides(&configs)?;
         let mut md = self.metadata.lock();
         if md.state().topics.contains_key(name) {
             return Err(BrokerError::TopicAlreadyExists(name.to_string()));
@@ -278,13 +304,19 @@ impl Broker {
         })
     }
 
-    /// Deletes a topic and (asynchronously) its data.
+    /// Deletes a topic and (asynchronously) its data, locally and in the object store.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, BrokerError> {
+        let tiered = self.logs.remote_tier().is_some();
         let id = self.metadata.lock().update(|st| {
-            st.topics
+            let id = st
+                .topics
                 .remove(name)
                 .map(|t| t.id)
-                .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))
+                .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+            if tiered {
+                st.pending_remote_deletions.insert(id);
+            }
+            Ok(id)
         })?;
         self.logs.delete_topic(name);
         tracing::info!(topic = name, %id, "deleted topic");
@@ -349,9 +381,7 @@ impl Broker {
             .map(|t| t.configs.clone())
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
         change(&mut configs)?;
-        for (k, v) in &configs {
-            validate_topic_value(k, v)?;
-        }
+        validate_topic_overrides(&configs)?;
         if validate_only {
             return Ok(());
         }
@@ -434,6 +464,31 @@ impl Broker {
         let id = range.next;
         range.next += 1;
         Ok(id)
+    }
+
+    /// Deleted topics whose objects are still to be removed from the object store.
+    pub fn pending_remote_deletions(&self) -> Vec<Uuid> {
+        self.metadata
+            .lock()
+            .state()
+            .pending_remote_deletions
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Records that a deleted topic's objects are gone.
+    pub fn finish_remote_deletion(&self, id: Uuid) -> Result<(), BrokerError> {
+        self.metadata.lock().update(|st| {
+            st.pending_remote_deletions.remove(&id);
+            Ok(())
+        })
+    }
+
+    /// The metadata generation and its encoded state, for the object store copy.
+    pub fn metadata_snapshot(&self) -> Result<(u64, Vec<u8>), BrokerError> {
+        let md = self.metadata.lock();
+        Ok((md.generation(), MetadataStore::encode(md.state())?))
     }
 
     /// Clean shutdown of the storage side: final fsync and close of every log.

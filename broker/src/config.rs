@@ -100,6 +100,57 @@ pub struct BrokerArgs {
     /// KIP-848 session timeout (`group.consumer.session.timeout.ms`).
     #[arg(long, env = "STRATA_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
     pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Where sealed segments are offloaded: `s3://bucket/prefix`, `file:///path`, or `off`
+    /// (default: `file://<data-dir>/remote`).
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// S3 endpoint for S3-compatible servers (e.g. `http://127.0.0.1:9000` for MinIO).
+    #[arg(long, env = "STRATA_OBJECT_STORE_ENDPOINT")]
+    pub object_store_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "STRATA_OBJECT_STORE_REGION")]
+    pub object_store_region: Option<String>,
+    /// Path-style S3 requests (MinIO and most S3-compatible servers need this).
+    #[arg(long, env = "STRATA_OBJECT_STORE_PATH_STYLE")]
+    pub object_store_path_style: Option<bool>,
+    /// Allow a plain-HTTP S3 endpoint.
+    #[arg(long, env = "STRATA_OBJECT_STORE_ALLOW_HTTP")]
+    pub object_store_allow_http: Option<bool>,
+    /// Memory tier of the remote read cache, in bytes.
+    #[arg(long, env = "STRATA_REMOTE_CACHE_MEMORY_BYTES")]
+    pub remote_cache_memory_bytes: Option<u64>,
+    /// Disk tier of the remote read cache, in bytes (0 disables it); capped at
+    /// `remote_cache_disk_max_percent` of the cache directory's filesystem.
+    #[arg(long, env = "STRATA_REMOTE_CACHE_DISK_BYTES")]
+    pub remote_cache_disk_bytes: Option<u64>,
+    /// Largest share of its filesystem the disk cache may take, in percent.
+    #[arg(long, env = "STRATA_REMOTE_CACHE_DISK_MAX_PERCENT")]
+    pub remote_cache_disk_max_percent: Option<u8>,
+    /// Directory of the disk cache (default `<data-dir>/remote-cache`).
+    #[arg(long, env = "STRATA_REMOTE_CACHE_DIR")]
+    pub remote_cache_dir: Option<PathBuf>,
+    /// Size of the aligned chunks remote reads fetch and cache.
+    #[arg(long, env = "STRATA_REMOTE_CACHE_CHUNK_BYTES")]
+    pub remote_cache_chunk_bytes: Option<u64>,
+    /// Partitions uploading at the same time.
+    #[arg(long, env = "STRATA_REMOTE_UPLOAD_CONCURRENCY")]
+    pub remote_upload_concurrency: Option<usize>,
+    /// Upload bandwidth limit in bytes per second (0 = unlimited).
+    #[arg(long, env = "STRATA_REMOTE_UPLOAD_BYTES_PER_SEC")]
+    pub remote_upload_bytes_per_sec: Option<u64>,
+    /// Segments up to this size go up in one PUT, larger ones in parts of this size.
+    #[arg(long, env = "STRATA_REMOTE_UPLOAD_PART_BYTES")]
+    pub remote_upload_part_bytes: Option<u64>,
+    /// How often the offload task looks for sealed segments, retention and deletions.
+    #[arg(long, env = "STRATA_REMOTE_TASK_INTERVAL_MS")]
+    pub remote_task_interval_ms: Option<u64>,
+    /// Produce is refused (retriable KAFKA_STORAGE_ERROR) while local partition data exceeds this
+    /// many bytes (0 = no limit), e.g. while uploads are stalled by an object store outage.
+    #[arg(long, env = "STRATA_LOCAL_DISK_LIMIT_BYTES")]
+    pub local_disk_limit_bytes: Option<u64>,
+    /// Produce is refused while the data directory's filesystem has less free space than this.
+    #[arg(long, env = "STRATA_LOCAL_DISK_MIN_FREE_BYTES")]
+    pub local_disk_min_free_bytes: Option<u64>,
 }
 
 /// The broker's configuration after layering. Keys of the TOML file are these field names.
@@ -159,6 +210,38 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     /// `group.consumer.session.timeout.ms`.
     pub group_consumer_session_timeout_ms: i32,
+    /// Object store URL (`s3://`, `file://`, `off`); empty = `file://<data-dir>/remote`.
+    pub object_store: String,
+    /// S3 endpoint override.
+    pub object_store_endpoint: Option<String>,
+    /// S3 region.
+    pub object_store_region: Option<String>,
+    /// Path-style S3 requests.
+    pub object_store_path_style: bool,
+    /// Allow plain HTTP.
+    pub object_store_allow_http: bool,
+    /// Remote read cache, memory tier bytes.
+    pub remote_cache_memory_bytes: u64,
+    /// Remote read cache, disk tier bytes (0 = none).
+    pub remote_cache_disk_bytes: u64,
+    /// Largest share of its filesystem the disk cache may take, in percent.
+    pub remote_cache_disk_max_percent: u8,
+    /// Disk cache directory; empty = `<data-dir>/remote-cache`.
+    pub remote_cache_dir: Option<PathBuf>,
+    /// Cache chunk size.
+    pub remote_cache_chunk_bytes: u64,
+    /// Concurrent partition uploads.
+    pub remote_upload_concurrency: usize,
+    /// Upload bandwidth limit (0 = unlimited).
+    pub remote_upload_bytes_per_sec: u64,
+    /// Single-PUT limit and multipart part size.
+    pub remote_upload_part_bytes: u64,
+    /// Offload task interval.
+    pub remote_task_interval_ms: u64,
+    /// Local partition data limit (0 = none).
+    pub local_disk_limit_bytes: u64,
+    /// Minimum free space on the data directory's filesystem.
+    pub local_disk_min_free_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -190,6 +273,22 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 10_080,
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_session_timeout_ms: 45_000,
+            object_store: String::new(),
+            object_store_endpoint: None,
+            object_store_region: None,
+            object_store_path_style: false,
+            object_store_allow_http: false,
+            remote_cache_memory_bytes: 256 << 20,
+            remote_cache_disk_bytes: 4 << 30,
+            remote_cache_disk_max_percent: 10,
+            remote_cache_dir: None,
+            remote_cache_chunk_bytes: 4 << 20,
+            remote_upload_concurrency: 2,
+            remote_upload_bytes_per_sec: 0,
+            remote_upload_part_bytes: 128 << 20,
+            remote_task_interval_ms: 1_000,
+            local_disk_limit_bytes: 0,
+            local_disk_min_free_bytes: 64 << 20,
         }
     }
 }
@@ -245,7 +344,31 @@ impl BrokerConfig {
             offsets_retention_minutes,
             group_consumer_heartbeat_interval_ms,
             group_consumer_session_timeout_ms,
+            object_store,
+            object_store_path_style,
+            object_store_allow_http,
+            remote_cache_memory_bytes,
+            remote_cache_disk_bytes,
+            remote_cache_disk_max_percent,
+            remote_cache_chunk_bytes,
+            remote_upload_concurrency,
+            remote_upload_bytes_per_sec,
+            remote_upload_part_bytes,
+            remote_task_interval_ms,
+            local_disk_limit_bytes,
+            local_disk_min_free_bytes,
         );
+        for (dst, src) in [
+            (&mut cfg.object_store_endpoint, &args.object_store_endpoint),
+            (&mut cfg.object_store_region, &args.object_store_region),
+        ] {
+            if src.is_some() {
+                dst.clone_from(src);
+            }
+        }
+        if args.remote_cache_dir.is_some() {
+            cfg.remote_cache_dir.clone_from(&args.remote_cache_dir);
+        }
         if args.rack.is_some() {
             cfg.rack = args.rack.clone();
         }
@@ -324,6 +447,22 @@ impl BrokerConfig {
             "offsets_retention_minutes",
             "group_consumer_heartbeat_interval_ms",
             "group_consumer_session_timeout_ms",
+            "object_store",
+            "object_store_endpoint",
+            "object_store_region",
+            "object_store_path_style",
+            "object_store_allow_http",
+            "remote_cache_memory_bytes",
+            "remote_cache_disk_bytes",
+            "remote_cache_disk_max_percent",
+            "remote_cache_dir",
+            "remote_cache_chunk_bytes",
+            "remote_upload_concurrency",
+            "remote_upload_bytes_per_sec",
+            "remote_upload_part_bytes",
+            "remote_task_interval_ms",
+            "local_disk_limit_bytes",
+            "local_disk_min_free_bytes",
         ]
     }
 
@@ -368,6 +507,47 @@ impl BrokerConfig {
                     bad("metrics_listen", s.to_string(), "expected ip:port or `off`")
                 })?),
             };
+        match self.object_store.trim() {
+            "" | "off" | "none" => {}
+            url if url.starts_with("s3://")
+                || url.starts_with("s3a://")
+                || url.starts_with("file:///")
+                || url.starts_with("memory://") => {}
+            url => {
+                return Err(bad(
+                    "object_store",
+                    url.to_string(),
+                    "expected s3://bucket/prefix, file:///absolute/path, memory:// or off",
+                ))
+            }
+        }
+        if !(4096..=(256 << 20)).contains(&self.remote_cache_chunk_bytes) {
+            return Err(bad(
+                "remote_cache_chunk_bytes",
+                self.remote_cache_chunk_bytes.to_string(),
+                "must be between 4096 and 268435456",
+            ));
+        }
+        if self.remote_cache_disk_max_percent > 90 {
+            return Err(bad(
+                "remote_cache_disk_max_percent",
+                self.remote_cache_disk_max_percent.to_string(),
+                "must be <= 90",
+            ));
+        }
+        if self.remote_upload_concurrency == 0 {
+            return Err(bad("remote_upload_concurrency", "0".into(), "must be >= 1"));
+        }
+        if self.remote_upload_part_bytes < (5 << 20) {
+            return Err(bad(
+                "remote_upload_part_bytes",
+                self.remote_upload_part_bytes.to_string(),
+                "must be >= 5242880 (S3's smallest multipart part)",
+            ));
+        }
+        if self.remote_task_interval_ms == 0 {
+            return Err(bad("remote_task_interval_ms", "0".into(), "must be >= 1"));
+        }
         if self.node_id < 0 {
             return Err(bad("node_id", self.node_id.to_string(), "must be >= 0"));
         }

@@ -47,6 +47,18 @@ pub enum BrokerError {
         /// What the log said.
         source: LogError,
     },
+    /// The remote tier (object storage) failed or refused the operation.
+    #[error("partition {partition}: remote tier: {source}")]
+    Remote {
+        /// `topic-partition` label.
+        partition: String,
+        /// What the remote tier said.
+        source: tiering::remote::RemoteError,
+    },
+    /// Local disk use is at its limit (uploads stalled or the disk is full); produce is refused
+    /// until space is freed.
+    #[error("local disk limit reached: {0}")]
+    DiskFull(String),
     /// A produced record batch failed validation.
     #[error("invalid record batch: {0}")]
     Batch(#[from] BatchError),
@@ -188,6 +200,14 @@ impl BrokerError {
     pub fn response_error(&self) -> ResponseError {
         match self {
             Self::Log { source, .. } => log_error(source),
+            Self::Remote { source, .. } => match source {
+                tiering::remote::RemoteError::NotOffloaded { .. } => {
+                    ResponseError::OffsetOutOfRange
+                }
+                tiering::remote::RemoteError::Log(e) => log_error(e),
+                _ => ResponseError::KafkaStorageError,
+            },
+            Self::DiskFull(_) => ResponseError::KafkaStorageError,
             Self::Batch(_) => ResponseError::CorruptMessage,
             Self::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
             Self::UnknownTopicId(_) => ResponseError::UnknownTopicId,

@@ -12,14 +12,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
+use tiering::remote::RemotePartition;
 use tiering::SegmentLog;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::disk_guard::DiskGuard;
 use crate::error::BrokerError;
+use crate::offload::RemoteTier;
 use crate::partition::{now_ms, Partition};
 use crate::topic_config::TopicSettings;
 
@@ -39,6 +42,10 @@ pub struct LogManager {
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    remote: Option<Arc<RemoteTier>>,
+    /// Remote tiers loaded at start, attached when their partition opens.
+    loaded_remote: Mutex<HashMap<(Uuid, i32), Arc<RemotePartition>>>,
+    disk: Arc<DiskGuard>,
 }
 
 impl std::fmt::Debug for LogManager {
@@ -50,14 +57,52 @@ impl std::fmt::Debug for LogManager {
 }
 
 impl LogManager {
-    /// A manager for `data_dir`; call `open_existing` next.
+    /// A manager for `data_dir` without tiered storage or disk limits.
     pub fn new(data_dir: &Path) -> Self {
+        Self::with_tiers(
+            data_dir,
+            None,
+            HashMap::new(),
+            Arc::new(DiskGuard::unlimited()),
+        )
+    }
+
+    /// A manager for `data_dir` that offloads tiered partitions to `remote` (with the remote tiers
+    /// already loaded at start) and refuses produce past the `disk` limits.
+    pub fn with_tiers(
+        data_dir: &Path,
+        remote: Option<Arc<RemoteTier>>,
+        loaded_remote: HashMap<(Uuid, i32), Arc<RemotePartition>>,
+        disk: Arc<DiskGuard>,
+    ) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),
             partitions: RwLock::new(HashMap::new()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            remote,
+            loaded_remote: Mutex::new(loaded_remote),
+            disk,
         }
+    }
+
+    /// The remote tier, if tiered storage is on.
+    pub fn remote_tier(&self) -> Option<&Arc<RemoteTier>> {
+        self.remote.as_ref()
+    }
+
+    /// Re-measures local partition data for the disk limit.
+    pub fn refresh_disk_usage(&self) {
+        let used: u64 = self.all().iter().map(|p| p.local_size()).sum();
+        self.disk.refresh(used);
+    }
+
+    /// Runs `task` until shutdown (it must watch the token it is given).
+    pub fn spawn_task<F>(&self, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task(self.cancel.child_token()));
     }
 
     /// The data directory.
@@ -123,7 +168,23 @@ impl LogManager {
                 partition: index,
             },
         )?;
-        let partition = Partition::new(topic.to_string(), topic_id, index, Box::new(log), settings);
+        let tiered = settings.remote_storage;
+        let partition = Partition::new(
+            topic.to_string(),
+            topic_id,
+            index,
+            Box::new(log),
+            settings,
+            self.disk.clone(),
+        );
+        if let (true, Some(tier)) = (tiered, &self.remote) {
+            let remote = self
+                .loaded_remote
+                .lock()
+                .remove(&(topic_id, index))
+                .unwrap_or_else(|| tier.new_partition(topic_id, index, partition.leader_epoch));
+            partition.attach_remote(remote);
+        }
         self.tasks
             .spawn(partition.clone().run_flusher(self.cancel.child_token()));
         self.partitions

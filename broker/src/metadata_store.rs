@@ -53,13 +53,21 @@ pub struct MetadataState {
     pub broker_dynamic: BTreeMap<String, String>,
     /// Producer ids below this value may have been handed out.
     pub producer_id_high_mark: i64,
+    /// Deleted topics whose objects in the object store are still to be removed.
+    #[serde(default)]
+    pub pending_remote_deletions: std::collections::BTreeSet<Uuid>,
 }
+
+/// Producer-id blocks skipped when metadata is restored from the object store copy, which may lag
+/// the lost local file by the blocks handed out since its last upload.
+pub const RESTORE_PRODUCER_ID_SKIP: i64 = 1_000 * PRODUCER_ID_BLOCK;
 
 /// The metadata file and its in-memory copy.
 #[derive(Debug)]
 pub struct MetadataStore {
     dir: PathBuf,
     state: MetadataState,
+    generation: u64,
 }
 
 impl MetadataStore {
@@ -83,6 +91,7 @@ impl MetadataStore {
                 Ok(Self {
                     dir: dir.to_path_buf(),
                     state,
+                    generation: 1,
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -95,10 +104,12 @@ impl MetadataStore {
                     broker_dynamic_default: BTreeMap::new(),
                     broker_dynamic: BTreeMap::new(),
                     producer_id_high_mark: 0,
+                    pending_remote_deletions: Default::default(),
                 };
                 let mut store = Self {
                     dir: dir.to_path_buf(),
                     state: state.clone(),
+                    generation: 0,
                 };
                 store.commit(state)?;
                 Ok(store)
@@ -110,6 +121,46 @@ impl MetadataStore {
     /// The current state.
     pub fn state(&self) -> &MetadataState {
         &self.state
+    }
+
+    /// Increases with every committed change (for publishing copies).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether `dir` holds a metadata file.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(FILE_NAME).exists()
+    }
+
+    /// The state as stored (for the object store copy).
+    pub fn encode(state: &MetadataState) -> Result<Vec<u8>, BrokerError> {
+        serde_json::to_vec_pretty(state)
+            .map_err(|e| BrokerError::MetadataIo(format!("encode metadata: {e}")))
+    }
+
+    /// Writes a metadata file into an empty data dir from a copy kept in the object store, skipping
+    /// producer-id blocks the copy may not know about.
+    pub fn restore(dir: &Path, bytes: &[u8]) -> Result<MetadataState, BrokerError> {
+        let mut state: MetadataState = serde_json::from_slice(bytes).map_err(|e| {
+            BrokerError::MetadataIo(format!("object store metadata copy is not valid: {e}"))
+        })?;
+        if state.version != FORMAT_VERSION {
+            return Err(BrokerError::MetadataIo(format!(
+                "object store metadata copy has format version {}, this broker reads {FORMAT_VERSION}",
+                state.version
+            )));
+        }
+        state.producer_id_high_mark += RESTORE_PRODUCER_ID_SKIP;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_err(&format!("create data dir {}", dir.display()), e))?;
+        let mut store = Self {
+            dir: dir.to_path_buf(),
+            state: state.clone(),
+            generation: 0,
+        };
+        store.commit(state.clone())?;
+        Ok(state)
     }
 
     /// Applies `change` to a copy of the state and persists it; the in-memory state changes only if the
@@ -140,6 +191,7 @@ impl MetadataStore {
             .and_then(|d| d.sync_all())
             .map_err(|e| io_err(&format!("fsync {}", self.dir.display()), e))?;
         self.state = next;
+        self.generation += 1;
         Ok(())
     }
 }

@@ -39,6 +39,25 @@ pub struct TopicLabel {
     pub topic: String,
 }
 
+/// Cumulative remote tier figures, exported as gauges read from the tier's counters at scrape time.
+const REMOTE_TOTALS: [(&str, &str); 15] = [
+    ("remote_put_requests", "Object store PUT requests (single puts and multipart parts), cumulative"),
+    ("remote_put_bytes", "Bytes sent to the object store, cumulative"),
+    ("remote_get_requests", "Object store GET requests, cumulative"),
+    ("remote_get_bytes", "Bytes read from the object store, cumulative"),
+    ("remote_delete_requests", "Objects deleted, cumulative"),
+    ("remote_request_errors", "Object store requests that failed, cumulative"),
+    ("remote_segments_uploaded", "Segments offloaded, cumulative"),
+    ("remote_bytes_uploaded", "Bytes offloaded (segments and indexes), cumulative"),
+    ("remote_upload_errors", "Failed upload attempts (retried with backoff), cumulative"),
+    ("remote_upload_duration_ms", "Time from starting an upload to it being recorded in the manifest, summed"),
+    ("remote_segments_deleted", "Offloaded segments deleted by retention or DeleteRecords, cumulative"),
+    ("remote_cache_hits", "Remote reads served from the read cache, cumulative"),
+    ("remote_cache_misses", "Remote reads that waited for an object store GET, cumulative"),
+    ("remote_cache_get_requests", "GETs made by the read cache (including read-ahead), cumulative"),
+    ("remote_cache_get_latency_micros", "Sum of the read cache's GET latencies in microseconds (divide by remote_cache_get_requests)"),
+];
+
 /// Label set naming a partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
@@ -81,6 +100,8 @@ pub struct Metrics {
     log_start_offset: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
     log_size: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
     group_lag: Family<GroupPartitionLabel, Gauge<i64, AtomicI64>>,
+    remote_partition: [Family<PartitionLabel, Gauge<i64, AtomicI64>>; 4],
+    remote_totals: [Gauge<i64, AtomicI64>; 15],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -161,6 +182,34 @@ impl Metrics {
             "Bytes on local disk, per partition",
             log_size.clone(),
         );
+        let remote_partition = [
+            (
+                "remote_upload_lag_bytes",
+                "Local bytes not offloaded yet (including the active segment), per partition",
+            ),
+            (
+                "remote_upload_lag_segments",
+                "Sealed segments not offloaded yet, per partition",
+            ),
+            (
+                "remote_log_size_bytes",
+                "Bytes offloaded to the object store, per partition",
+            ),
+            (
+                "remote_log_start_offset",
+                "First offloaded offset still readable, per partition (-1 if none)",
+            ),
+        ]
+        .map(|(name, help)| {
+            let family = Family::<PartitionLabel, Gauge<i64, AtomicI64>>::default();
+            r.register(name, help, family.clone());
+            family
+        });
+        let remote_totals = REMOTE_TOTALS.map(|(name, help)| {
+            let g = Gauge::<i64, AtomicI64>::default();
+            r.register(name, help, g.clone());
+            g
+        });
         let group_lag = Family::<GroupPartitionLabel, Gauge<i64, AtomicI64>>::default();
         r.register(
             "consumer_group_lag",
@@ -168,6 +217,8 @@ impl Metrics {
             group_lag.clone(),
         );
         Self {
+            remote_partition,
+            remote_totals,
             group_lag,
             registry: Arc::new(Mutex::new(r)),
             requests,
@@ -203,7 +254,52 @@ impl Metrics {
         self.log_end_offset.clear();
         self.log_start_offset.clear();
         self.log_size.clear();
+        for f in &self.remote_partition {
+            f.clear();
+        }
+        if let Some(tier) = logs.remote_tier() {
+            let s = &tier.store_stats;
+            let o = &tier.stats;
+            let c = tier.ctx.cache.stats();
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let values = [
+                load(&s.puts),
+                load(&s.put_bytes),
+                load(&s.gets),
+                load(&s.get_bytes),
+                load(&s.deletes),
+                load(&s.errors),
+                load(&o.segments_uploaded),
+                load(&o.bytes_uploaded),
+                load(&o.upload_errors),
+                load(&o.seal_to_upload_ms_total),
+                load(&o.segments_deleted),
+                c.hits,
+                c.misses,
+                c.gets,
+                c.get_latency_micros_total,
+            ];
+            for (g, v) in self.remote_totals.iter().zip(values) {
+                g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+        }
         for p in logs.all() {
+            if let (Some(remote), Some((lag_bytes, lag_segments))) = (p.remote(), p.upload_lag()) {
+                let label = PartitionLabel {
+                    topic: p.topic.clone(),
+                    partition: p.index.to_string(),
+                };
+                let values = [
+                    i64::try_from(lag_bytes).unwrap_or(i64::MAX),
+                    i64::try_from(lag_segments).unwrap_or(i64::MAX),
+                    i64::try_from(remote.size_bytes()).unwrap_or(i64::MAX),
+                    remote.readable_start().unwrap_or(-1),
+                ];
+                for (f, v) in self.remote_partition.iter().zip(values) {
+                    f.get_or_create(&label).set(v);
+                }
+            }
             let label = PartitionLabel {
                 topic: p.topic.clone(),
                 partition: p.index.to_string(),

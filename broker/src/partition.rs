@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
-use tiering::{AppendOutcome, LogError, PartitionLog};
+use tiering::remote::{RemoteError, RemotePartition};
+use tiering::{AppendOutcome, EpochEntry, LogError, PartitionLog, SealedSegment};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::disk_guard::DiskGuard;
 use crate::error::BrokerError;
 use crate::topic_config::TopicSettings;
 
@@ -68,6 +70,9 @@ pub struct Partition {
     flush_wanted: Notify,
     unflushed: AtomicI64,
     failed: AtomicBool,
+    /// The offloaded part of the log, when the topic tiers and an object store is configured.
+    remote: RwLock<Option<Arc<RemotePartition>>>,
+    disk: Arc<DiskGuard>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -86,6 +91,7 @@ impl Partition {
         index: i32,
         log: Box<dyn PartitionLog + Sync>,
         settings: TopicSettings,
+        disk: Arc<DiskGuard>,
     ) -> Arc<Self> {
         let end = log.log_end_offset();
         // What recovery found may still be only in the page cache (after a process crash): make it
@@ -110,7 +116,40 @@ impl Partition {
             flush_wanted: Notify::new(),
             unflushed: AtomicI64::new(0),
             failed: AtomicBool::new(false),
+            remote: RwLock::new(None),
+            disk,
         })
+    }
+
+    /// Attaches the partition's remote tier.
+    pub fn attach_remote(&self, remote: Arc<RemotePartition>) {
+        *self.remote.write() = Some(remote);
+    }
+
+    /// The partition's remote tier, if attached.
+    pub fn remote(&self) -> Option<Arc<RemotePartition>> {
+        self.remote.read().clone()
+    }
+
+    fn remote_err(&self, e: RemoteError) -> BrokerError {
+        if !matches!(e, RemoteError::NotOffloaded { .. }) {
+            tracing::warn!(partition = %self.label, error = %e, "remote tier error");
+        }
+        BrokerError::Remote {
+            partition: self.label.clone(),
+            source: e,
+        }
+    }
+
+    /// The log start over both tiers: offloaded history below the local log counts.
+    fn logical_start(&self, local_start: i64) -> i64 {
+        match self.remote() {
+            Some(r) => match r.readable_start() {
+                Some(s) if s < local_start => s,
+                _ => local_start.max(r.log_start_offset()),
+            },
+            None => local_start,
+        }
     }
 
     /// `topic-partition`.
@@ -174,6 +213,7 @@ impl Partition {
                 context: "partition is offline after an fsync failure".into(),
             }));
         }
+        self.disk.check()?;
         let mut buf = BytesMut::from(&records[..]);
         let now = now_ms();
         let mut result: Option<ProduceResult> = None;
@@ -219,6 +259,7 @@ impl Partition {
             }
         }
         let result = result.ok_or_else(|| BrokerError::InvalidRequest("no record batch".into()))?;
+        self.disk.appended(buf.len() as u64);
         let settings = self.settings.read().clone();
         if settings.fsync_before_ack() {
             if acks == -1 {
@@ -376,20 +417,201 @@ impl Partition {
         *self.end_tx.borrow()
     }
 
-    /// Log start offset.
+    /// Log start offset (over both tiers).
     pub fn log_start_offset(&self) -> i64 {
+        let local = self.log.read().log_start_offset();
+        self.logical_start(local)
+    }
+
+    /// The first offset still on local disk.
+    pub fn local_log_start_offset(&self) -> i64 {
         self.log.read().log_start_offset()
     }
 
-    /// (log start, high watermark, size in bytes).
+    /// (log start over both tiers, high watermark, local size in bytes).
     pub fn offsets(&self) -> (i64, i64, u64) {
         let hw = self.high_watermark();
+        let (local_start, end, size) = {
+            let log = self.log.read();
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.size_bytes(),
+            )
+        };
+        (self.logical_start(local_start), hw.min(end), size)
+    }
+
+    /// Reads from whichever tier holds `offset`: offloaded history below the local log comes from
+    /// the object store through the cache, the rest from local segments.
+    pub async fn read_any(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Bytes, BrokerError> {
+        let local_start = self.log.read().log_start_offset();
+        if offset < local_start {
+            if let Some(remote) = self.remote() {
+                if remote.readable_start().is_some_and(|s| offset >= s) {
+                    return remote
+                        .read(offset, max_bytes, min_one)
+                        .await
+                        .map_err(|e| self.remote_err(e));
+                }
+            }
+        }
+        self.read(offset, max_bytes, min_one)
+    }
+
+    /// First record at or after `ts`, over both tiers.
+    pub async fn offset_for_timestamp_any(
+        &self,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>, BrokerError> {
+        if let Some(remote) = self.remote().filter(|r| r.readable_start().is_some()) {
+            let start = self.log_start_offset();
+            if let Some(found) = remote
+                .offset_for_timestamp(ts, start)
+                .await
+                .map_err(|e| self.remote_err(e))?
+            {
+                return Ok(Some(found));
+            }
+        }
+        self.offset_for_timestamp(ts)
+    }
+
+    /// Record with the largest timestamp, over both tiers (the earliest on a tie).
+    pub async fn max_timestamp_offset_any(&self) -> Result<Option<(i64, i64)>, BrokerError> {
+        let local = self.max_timestamp_offset()?;
+        let Some(remote) = self.remote().filter(|r| r.readable_start().is_some()) else {
+            return Ok(local);
+        };
+        let start = self.log_start_offset();
+        let offloaded = remote
+            .max_timestamp_offset(start)
+            .await
+            .map_err(|e| self.remote_err(e))?;
+        Ok(match (offloaded, local) {
+            (Some(r), Some(l)) if l.1 > r.1 => Some(l),
+            (Some(r), _) => Some(r),
+            (None, l) => l,
+        })
+    }
+
+    /// OffsetForLeaderEpoch over both tiers.
+    pub fn offset_for_leader_epoch_any(&self, epoch: i32) -> Option<(i32, i64)> {
+        let Some(remote) = self.remote() else {
+            return self.offset_for_leader_epoch(epoch);
+        };
+        let (local, end) = {
+            let log = self.log.read();
+            (log.leader_epochs(), log.log_end_offset())
+        };
+        let mut entries: Vec<EpochEntry> = remote.epochs();
+        for e in local {
+            if entries.last().is_none_or(|last| e.epoch > last.epoch) {
+                entries.push(e);
+            }
+        }
+        let floor = entries.partition_point(|e| e.epoch <= epoch);
+        let found = entries.get(floor.checked_sub(1)?)?;
+        let end = entries.get(floor).map_or(end, |next| next.start_offset);
+        Some((found.epoch, end))
+    }
+
+    /// DeleteRecords over both tiers: moves the log start to `offset` (-1 = high watermark).
+    pub async fn delete_records_any(&self, offset: i64) -> Result<i64, BrokerError> {
+        let hw = self.high_watermark().min(self.log.read().log_end_offset());
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
+            return Err(self.log_err(LogError::OffsetOutOfRange {
+                offset: target,
+                log_start: self.log_start_offset(),
+                log_end: hw,
+            }));
+        }
+        if let Some(remote) = self.remote() {
+            remote
+                .advance_start(target, self.leader_epoch)
+                .await
+                .map_err(|e| self.remote_err(e))?;
+        }
+        {
+            let mut log = self.log.write();
+            if target > log.log_start_offset() {
+                log.purge_prefix(target).map_err(|e| self.log_err(e))?;
+            }
+        }
+        Ok(self.log_start_offset())
+    }
+
+    /// Sealed, durable segments from `from` on, for offloading.
+    pub fn sealed_for_upload(
+        &self,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<SealedSegment>, BrokerError> {
+        let hw = self.high_watermark();
+        self.log
+            .read()
+            .sealed_segments(from, hw, limit)
+            .map_err(|e| self.log_err(e))
+    }
+
+    /// Deletes local segments that are offloaded (below `offloaded_end`) and past local
+    /// retention, or entirely below `log_start` (total retention moved it). Blocking.
+    pub fn apply_local_retention(
+        &self,
+        now_ms: i64,
+        offloaded_end: i64,
+        log_start: i64,
+    ) -> Result<Option<i64>, BrokerError> {
+        let settings = self.settings.read().clone();
+        let (current, boundary) = {
+            let log = self.log.read();
+            let boundary = log.local_retention_boundary(
+                now_ms,
+                settings.local_retention_ms,
+                settings.local_retention_bytes,
+                offloaded_end,
+            );
+            (
+                log.log_start_offset(),
+                boundary.max(log_start.min(offloaded_end)),
+            )
+        };
+        if boundary <= current {
+            return Ok(None);
+        }
+        self.log
+            .write()
+            .purge_prefix(boundary)
+            .map_err(|e| self.log_err(e))?;
+        tracing::debug!(partition = %self.label, local_start = boundary, "deleted offloaded local segments");
+        Ok(Some(boundary))
+    }
+
+    /// Local bytes not offloaded yet (segments starting at or after `offloaded_end`).
+    pub fn local_bytes_from(&self, offloaded_end: i64) -> u64 {
+        self.log.read().size_bytes_from(offloaded_end)
+    }
+
+    /// Offload backlog: (bytes, sealed segments) on local disk that are not offloaded yet (the
+    /// bytes include the active segment).
+    pub fn upload_lag(&self) -> Option<(u64, usize)> {
+        let remote = self.remote()?;
         let log = self.log.read();
-        (
-            log.log_start_offset(),
-            hw.min(log.log_end_offset()),
-            log.size_bytes(),
-        )
+        let end = remote
+            .end_offset()
+            .unwrap_or_else(|| log.log_start_offset());
+        Some((log.size_bytes_from(end), log.sealed_count_from(end)))
+    }
+
+    /// Local bytes.
+    pub fn local_size(&self) -> u64 {
+        self.log.read().size_bytes()
     }
 
     /// A receiver that changes whenever the high watermark moves.
@@ -436,8 +658,11 @@ impl Partition {
         Ok(log.log_start_offset())
     }
 
-    /// Applies time and size retention.
+    /// Applies time and size retention (a tiered partition's retention is run by the offload task).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
+        if self.remote().is_some() {
+            return Ok(0);
+        }
         let outcome = self
             .log
             .write()
@@ -525,6 +750,7 @@ mod tests {
             0,
             Box::new(MemoryLog::new(LogConfig::default())),
             settings,
+            Arc::new(DiskGuard::unlimited()),
         )
     }
 

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::RuntimeConfig;
+use crate::offload::RemoteTier;
 use crate::{connection, metrics};
 
 /// A running broker: its shared state and the token that stops it.
@@ -30,10 +31,21 @@ impl Server {
         let listen = config.listen;
         let metrics_addr = config.metrics_listen;
         let data_dir = config.broker.data_dir.clone();
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        let remote = RemoteTier::open(&config.broker)
             .await
-            .context("storage startup task failed")?
-            .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
+            .context("cannot open the object store")?;
+        let loaded = match &remote {
+            Some(tier) => tier
+                .prepare(&config.broker)
+                .await
+                .context("cannot prepare tiered partitions from the object store")?,
+            None => Default::default(),
+        };
+        let broker =
+            tokio::task::spawn_blocking(move || Broker::open_tiered(config, remote, loaded))
+                .await
+                .context("storage startup task failed")?
+                .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

@@ -81,6 +81,9 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "preallocate", broker_name: "log.preallocate", kind: ConfigType::Boolean, default: "false", doc: "accepted for compatibility" },
     TopicConfigDef { name: "message.format.version", broker_name: "log.message.format.version", kind: ConfigType::String, default: "3.0-IV1", doc: "deprecated: accepted and ignored, as Kafka 3.x does; batches are always magic v2" },
     TopicConfigDef { name: "message.timestamp.before.max.ms", broker_name: "log.message.timestamp.before.max.ms", kind: ConfigType::Long, default: LONG_MAX, doc: "accepted for compatibility" },
+    TopicConfigDef { name: "remote.storage.enable", broker_name: "log.remote.storage.enable", kind: ConfigType::Boolean, default: "true", doc: "offload sealed segments to the object store (KIP-405); Strata enables it by default; compacted topics stay local" },
+    TopicConfigDef { name: "local.retention.ms", broker_name: "log.local.retention.ms", kind: ConfigType::Long, default: "-2", doc: "how long offloaded segments stay on local disk as well; -2 = retention.ms" },
+    TopicConfigDef { name: "local.retention.bytes", broker_name: "log.local.retention.bytes", kind: ConfigType::Long, default: "-2", doc: "local bytes kept of offloaded segments; -2 = retention.bytes" },
     TopicConfigDef { name: "message.timestamp.after.max.ms", broker_name: "log.message.timestamp.after.max.ms", kind: ConfigType::Long, default: LONG_MAX, doc: "accepted for compatibility" },
 ];
 
@@ -133,6 +136,25 @@ pub fn topic_def_by_broker_name(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.broker_name == name)
 }
 
+/// Checks the combination of a topic's overrides (each value is checked on its own first).
+pub fn validate_topic_overrides(overrides: &BTreeMap<String, String>) -> Result<(), BrokerError> {
+    for (k, v) in overrides {
+        validate_topic_value(k, v)?;
+    }
+    let remote = overrides
+        .get("remote.storage.enable")
+        .map(|v| v.trim() == "true");
+    let compact = overrides
+        .get("cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
+    if remote == Some(true) && compact {
+        return Err(BrokerError::InvalidConfig(
+            "remote.storage.enable=true is not supported on compacted topics".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks one topic config value; the error names the key and the value.
 pub fn validate_topic_value(name: &str, value: &str) -> Result<(), BrokerError> {
     let def = topic_def(name)
@@ -159,6 +181,7 @@ fn validate_value(def: &TopicConfigDef, name: &str, value: &str) -> Result<(), B
             let v: i64 = value.trim().parse().map_err(|_| invalid("not a long"))?;
             let min = match def.name {
                 "retention.ms" | "retention.bytes" => -1,
+                "local.retention.ms" | "local.retention.bytes" => -2,
                 "segment.ms" | "flush.messages" => 1,
                 _ => 0,
             };
@@ -405,7 +428,17 @@ impl BrokerLayers {
         let compact = get("cleanup.policy")
             .split(',')
             .any(|p| p.trim() == "compact");
+        let total_ms = log.retention_ms;
+        let total_bytes = log.retention_bytes;
+        let local = |name: &str, total: i64| match long(name, -2) {
+            -2 => total,
+            v if total >= 0 && (v < 0 || v > total) => total,
+            v => v,
+        };
         TopicSettings {
+            remote_storage: !compact && get("remote.storage.enable").trim() == "true",
+            local_retention_ms: local("local.retention.ms", total_ms),
+            local_retention_bytes: local("local.retention.bytes", total_bytes),
             log,
             flush_messages: flush("flush.messages"),
             flush_ms: flush("flush.ms"),
@@ -445,6 +478,12 @@ pub struct TopicSettings {
     pub compact: bool,
     /// `compression.type`: None = `producer` (store as sent), else the codec batches are stored in.
     pub compression: Option<Compression>,
+    /// `remote.storage.enable` (never for compacted topics).
+    pub remote_storage: bool,
+    /// Effective `local.retention.ms` (resolved from -2, never above `retention.ms`).
+    pub local_retention_ms: i64,
+    /// Effective `local.retention.bytes` (resolved from -2, never above `retention.bytes`).
+    pub local_retention_bytes: i64,
 }
 
 impl TopicSettings {

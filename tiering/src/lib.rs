@@ -38,4 +38,4 @@ pub use log_start::LOG_START_OFFSET_FILE;
 pub use memory_log::MemoryLog;
 pub use producer_state::ProducerStateManager;
 pub use record_search::{keyless_record_indexes, recompress_batch, MAX_DECODED_RECORDS};
-pub use segment_log::SegmentLog;
+pub use segment_log::{SealedSegment, SegmentLog, SegmentReader};

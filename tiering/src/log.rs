@@ -8,7 +8,9 @@ use bytes::Bytes;
 use crate::batch::{BatchError, BatchHeader};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::LogError;
+use crate::leader_epoch::EpochEntry;
 use crate::producer_state::{ProducerStateManager, SequenceCheck};
+use crate::segment_log::SealedSegment;
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +152,43 @@ pub trait PartitionLog: Send {
 
     /// Flushes and records producer state so that the next open needs no replay.
     fn close(&mut self) -> Result<(), LogError>;
+
+    /// The `(epoch, start offset)` pairs known locally, oldest first.
+    fn leader_epochs(&self) -> Vec<EpochEntry>;
+
+    /// Sealed segments with `base_offset >= from` and `next_offset <= upto`, at most `limit`, for
+    /// offloading. Logs without segment files have none.
+    fn sealed_segments(
+        &self,
+        _from: i64,
+        _upto: i64,
+        _limit: usize,
+    ) -> Result<Vec<SealedSegment>, LogError> {
+        Ok(Vec::new())
+    }
+
+    /// Where the local log may start once sealed segments that are already offloaded (entirely
+    /// below `offloaded_end`) and past local retention (`retention_ms` by newest timestamp,
+    /// `retention_bytes` of local size; -1 = no limit) are deleted. Never past `offloaded_end`.
+    fn local_retention_boundary(
+        &self,
+        _now_ms: i64,
+        _retention_ms: i64,
+        _retention_bytes: i64,
+        _offloaded_end: i64,
+    ) -> i64 {
+        self.log_start_offset()
+    }
+
+    /// Bytes of the segments whose base offset is >= `offset` (the part not offloaded yet).
+    fn size_bytes_from(&self, _offset: i64) -> u64 {
+        self.size_bytes()
+    }
+
+    /// Number of sealed segments whose base offset is >= `offset`.
+    fn sealed_count_from(&self, _offset: i64) -> usize {
+        0
+    }
 }
 
 /// The checks every log implementation makes before appending `batch`: it is exactly one whole batch,

@@ -184,6 +184,10 @@ impl PartitionLog for MemoryLog {
         }
     }
 
+    fn leader_epochs(&self) -> Vec<crate::leader_epoch::EpochEntry> {
+        self.epochs.entries().to_vec()
+    }
+
     fn offset_for_leader_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         self.epochs.end_offset_for(epoch, self.log_end_offset)
     }

@@ -357,6 +357,71 @@ impl PartitionLog for SegmentLog {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
     }
 
+    fn leader_epochs(&self) -> Vec<crate::leader_epoch::EpochEntry> {
+        self.epochs.entries().to_vec()
+    }
+
+    fn sealed_segments(
+        &self,
+        from: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<SealedSegment>, LogError> {
+        self.sealed_segment_views(from, upto, limit)
+    }
+
+    fn local_retention_boundary(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+        offloaded_end: i64,
+    ) -> i64 {
+        let sealed = &self.segments[..self.segments.len() - 1];
+        let offloaded = sealed
+            .iter()
+            .take_while(|s| s.next_offset() <= offloaded_end)
+            .count();
+        let mut count = 0;
+        if retention_ms >= 0 {
+            let cutoff = now_ms.saturating_sub(retention_ms);
+            count = sealed[..offloaded]
+                .iter()
+                .take_while(|s| s.retention_timestamp() < cutoff)
+                .count();
+        }
+        if retention_bytes >= 0 {
+            let limit = retention_bytes as u64;
+            let mut remaining: u64 = self.segments[count..].iter().map(Segment::size).sum();
+            while count < offloaded && remaining - self.segments[count].size() >= limit {
+                remaining -= self.segments[count].size();
+                count += 1;
+            }
+        }
+        if count == 0 {
+            self.log_start_offset
+        } else {
+            self.segments[count]
+                .base_offset()
+                .max(self.log_start_offset)
+        }
+    }
+
+    fn sealed_count_from(&self, offset: i64) -> usize {
+        self.segments[..self.segments.len() - 1]
+            .iter()
+            .filter(|s| s.base_offset() >= offset)
+            .count()
+    }
+
+    fn size_bytes_from(&self, offset: i64) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.base_offset() >= offset)
+            .map(Segment::size)
+            .sum()
+    }
+
     fn purge_prefix(&mut self, new_start: i64) -> Result<(), LogError> {
         let log_end = self.log_end_offset();
         if new_start < 0 {

@@ -89,14 +89,14 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16
             .iter()
             .filter_map(|s| s.partition.as_ref().map(|p| p.subscribe_end()))
             .collect();
-        let (datas, total, any_error) = read_all(&slots, max_bytes, read_committed);
+        let (datas, total, any_error) = read_all(&slots, max_bytes, read_committed).await;
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline || watchers.is_empty() {
             break datas;
         }
         let changed = select_all(watchers.iter_mut().map(|w| w.changed().boxed()));
         if tokio::time::timeout(deadline - now, changed).await.is_err() {
-            let (datas, _, _) = read_all(&slots, max_bytes, read_committed);
+            let (datas, _, _) = read_all(&slots, max_bytes, read_committed).await;
             break datas;
         }
     };
@@ -119,7 +119,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16
     resp
 }
 
-fn read_all(
+async fn read_all(
     slots: &[Slot],
     max_bytes: usize,
     read_committed: bool,
@@ -164,7 +164,7 @@ fn read_all(
             out.push(d);
             continue;
         }
-        match p.read(slot.fetch_offset, limit, min_one) {
+        match p.read_any(slot.fetch_offset, limit, min_one).await {
             Ok(bytes) => {
                 total += bytes.len();
                 remaining = remaining.saturating_sub(bytes.len());

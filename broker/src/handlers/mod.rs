@@ -87,11 +87,11 @@ async fn dispatch(
             produce::ProduceReply::Close => return Err(FrameError::AcksZeroFailed),
         },
         Rq::Fetch(r) => Rs::Fetch(fetch::handle(broker, r, version).await),
-        Rq::ListOffsets(r) => Rs::ListOffsets(offsets::list_offsets(broker, r, version)),
+        Rq::ListOffsets(r) => Rs::ListOffsets(offsets::list_offsets(broker, r, version).await),
         Rq::OffsetForLeaderEpoch(r) => {
             Rs::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(broker, r))
         }
-        Rq::DeleteRecords(r) => Rs::DeleteRecords(blocking(|| offsets::delete_records(broker, r))),
+        Rq::DeleteRecords(r) => Rs::DeleteRecords(offsets::delete_records(broker, r).await),
         Rq::InitProducerId(r) => {
             Rs::InitProducerId(blocking(|| produce::init_producer_id(broker, r)))
         }

@@ -28,59 +28,54 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub(super) fn list_offsets(
+pub(super) async fn list_offsets(
     broker: &Arc<Broker>,
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
-    resp.topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let mut out = ListOffsetsTopicResponse::default();
-            out.partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let mut r = ListOffsetsPartitionResponse::default();
-                    r.partition_index = p.partition_index;
-                    r.timestamp = -1;
-                    r.offset = -1;
-                    r.leader_epoch = -1;
-                    match broker.partition(&name, p.partition_index) {
-                        None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                        Some(part) => {
-                            r.error_code =
-                                check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
-                            if r.error_code == 0 {
-                                lookup(&part, p.timestamp, &mut r);
-                            }
-                            if version < 4 {
-                                // leader_epoch exists from v4 on; the codec refuses it below.
-                                r.leader_epoch = -1;
-                            }
-                        }
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut out = ListOffsetsTopicResponse::default();
+        for p in t.partitions {
+            let mut r = ListOffsetsPartitionResponse::default();
+            r.partition_index = p.partition_index;
+            r.timestamp = -1;
+            r.offset = -1;
+            r.leader_epoch = -1;
+            match broker.partition(&name, p.partition_index) {
+                None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Some(part) => {
+                    r.error_code = check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
+                    if r.error_code == 0 {
+                        lookup(&part, p.timestamp, &mut r).await;
                     }
-                    r
-                })
-                .collect();
-            out.name = t.name;
-            out
-        })
-        .collect();
+                    if version < 4 {
+                        // leader_epoch exists from v4 on; the codec refuses it below.
+                        r.leader_epoch = -1;
+                    }
+                }
+            }
+            out.partitions.push(r);
+        }
+        out.name = t.name;
+        resp.topics.push(out);
+    }
     resp
 }
 
-fn lookup(part: &Partition, timestamp: i64, r: &mut ListOffsetsPartitionResponse) {
+async fn lookup(part: &Partition, timestamp: i64, r: &mut ListOffsetsPartitionResponse) {
     let (start, hw, _) = part.offsets();
     let found = match timestamp {
         LATEST => Ok(Some((hw, -1))),
-        EARLIEST | EARLIEST_LOCAL => Ok(Some((start, -1))),
-        LATEST_TIERED => Ok(None),
-        MAX_TIMESTAMP => part.max_timestamp_offset(),
-        ts if ts >= 0 => part.offset_for_timestamp(ts),
+        EARLIEST => Ok(Some((start, -1))),
+        EARLIEST_LOCAL => Ok(Some((part.local_log_start_offset(), -1))),
+        LATEST_TIERED => Ok(part
+            .remote()
+            .and_then(|r| r.end_offset())
+            .map(|end| (end - 1, -1))),
+        MAX_TIMESTAMP => part.max_timestamp_offset_any().await,
+        ts if ts >= 0 => part.offset_for_timestamp_any(ts).await,
         other => {
             tracing::debug!(timestamp = other, "unknown ListOffsets timestamp");
             r.error_code = ResponseError::InvalidRequest.code();
@@ -124,7 +119,7 @@ pub(super) fn offset_for_leader_epoch(
                                 check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
                             if r.error_code == 0 {
                                 if let Some((epoch, end)) =
-                                    part.offset_for_leader_epoch(p.leader_epoch)
+                                    part.offset_for_leader_epoch_any(p.leader_epoch)
                                 {
                                     r.leader_epoch = epoch;
                                     r.end_offset = end;
@@ -142,37 +137,29 @@ pub(super) fn offset_for_leader_epoch(
     resp
 }
 
-pub(super) fn delete_records(
+pub(super) async fn delete_records(
     broker: &Arc<Broker>,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let mut resp = DeleteRecordsResponse::default();
-    resp.topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let mut out = DeleteRecordsTopicResult::default();
-            out.partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let mut r = DeleteRecordsPartitionResult::default();
-                    r.partition_index = p.partition_index;
-                    r.low_watermark = -1;
-                    match broker.partition(&name, p.partition_index) {
-                        None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                        Some(part) => match part.delete_records(p.offset) {
-                            Ok(low) => r.low_watermark = low,
-                            Err(e) => r.error_code = e.code(),
-                        },
-                    }
-                    r
-                })
-                .collect();
-            out.name = t.name;
-            out
-        })
-        .collect();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut out = DeleteRecordsTopicResult::default();
+        for p in t.partitions {
+            let mut r = DeleteRecordsPartitionResult::default();
+            r.partition_index = p.partition_index;
+            r.low_watermark = -1;
+            match broker.partition(&name, p.partition_index) {
+                None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Some(part) => match part.delete_records_any(p.offset).await {
+                    Ok(low) => r.low_watermark = low,
+                    Err(e) => r.error_code = e.code(),
+                },
+            }
+            out.partitions.push(r);
+        }
+        out.name = t.name;
+        resp.topics.push(out);
+    }
     resp
 }

@@ -199,6 +199,16 @@ impl ManifestStore {
         Ok((this, manifest))
     }
 
+    /// A store for a manifest known not to exist yet (a new partition): the first save creates it,
+    /// and if it does exist after all, that save reports the conflict like any other.
+    pub fn new_absent(store: Arc<dyn ObjectStore>, key: Path) -> ManifestStore {
+        ManifestStore {
+            store,
+            key,
+            version: None,
+        }
+    }
+
     /// The manifest's key.
     pub fn key(&self) -> &Path {
         &self.key
@@ -227,8 +237,13 @@ impl ManifestStore {
     }
 
     /// Writes `manifest` if nobody else wrote since our last read or write. On a conflict the
-    /// stored manifest is re-read: a newer leader epoch fences us, otherwise we retry on top of it.
-    pub async fn save(&mut self, manifest: &RemoteManifest) -> Result<(), RemoteError> {
+    /// stored manifest is re-read: if a newer leader epoch wrote it we are fenced
+    /// ([`RemoteError::Fenced`]); otherwise it is returned as `Ok(Some(current))` so the caller can
+    /// re-apply its change on top of it (never blindly overwrite it).
+    pub async fn save(
+        &mut self,
+        manifest: &RemoteManifest,
+    ) -> Result<Option<RemoteManifest>, RemoteError> {
         let body =
             Bytes::from(
                 serde_json::to_vec_pretty(manifest).map_err(|e| RemoteError::Corrupt {
@@ -236,47 +251,49 @@ impl ManifestStore {
                     reason: format!("cannot encode manifest: {e}"),
                 })?,
             );
-        for _ in 0..3 {
-            let mode = match &self.version {
-                Some(v) => PutMode::Update(v.clone()),
-                None => PutMode::Create,
-            };
-            let opts = PutOptions {
-                mode,
-                ..Default::default()
-            };
-            match self
-                .store
-                .put_opts(&self.key, PutPayload::from_bytes(body.clone()), opts)
-                .await
-            {
-                Ok(result) => {
-                    self.version = Some(UpdateVersion::from(result));
-                    return Ok(());
-                }
-                Err(
-                    object_store::Error::Precondition { .. }
-                    | object_store::Error::AlreadyExists { .. },
-                ) => {
-                    let current = self.reload().await?;
-                    if let Some(current) = current {
-                        if current.leader_epoch > manifest.leader_epoch {
-                            return Err(RemoteError::Fenced {
-                                key: self.key.to_string(),
-                                current: current.leader_epoch,
-                                ours: manifest.leader_epoch,
-                            });
-                        }
-                    }
-                    tracing::info!(key = %self.key, "manifest changed underneath us at the same or an older epoch; retrying");
-                }
-                Err(e) => return Err(RemoteError::store(format!("put {}", self.key))(e)),
+        let mode = match &self.version {
+            Some(v) => PutMode::Update(v.clone()),
+            None => PutMode::Create,
+        };
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.key, PutPayload::from_bytes(body), opts)
+            .await
+        {
+            Ok(result) => {
+                self.version = Some(UpdateVersion::from(result));
+                Ok(None)
             }
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => {
+                let current = self.reload().await?;
+                match current {
+                    Some(current) if current.leader_epoch > manifest.leader_epoch => {
+                        Err(RemoteError::Fenced {
+                            key: self.key.to_string(),
+                            current: current.leader_epoch,
+                            ours: manifest.leader_epoch,
+                        })
+                    }
+                    Some(current) => {
+                        tracing::info!(key = %self.key, "manifest changed underneath us at the same or an older epoch; re-applying");
+                        Ok(Some(current))
+                    }
+                    None => Ok(Some(RemoteManifest::new(
+                        manifest.topic_id,
+                        manifest.partition,
+                        manifest.leader_epoch,
+                    ))),
+                }
+            }
+            Err(e) => Err(RemoteError::store(format!("put {}", self.key))(e)),
         }
-        Err(RemoteError::Corrupt {
-            key: self.key.to_string(),
-            reason: "conditional update kept conflicting".into(),
-        })
     }
 }
 
@@ -347,7 +364,7 @@ mod tests {
         assert!(none.is_none());
         let mut m1 = RemoteManifest::new(Uuid::from_u128(1), 0, 1);
         m1.push(segment(0, 10, 1)).unwrap();
-        old.save(&m1).await.unwrap();
+        assert!(old.save(&m1).await.unwrap().is_none());
 
         // A new leader (epoch 2) takes over and writes.
         let (mut new, loaded) = ManifestStore::load(store.clone(), key.clone())
@@ -357,7 +374,7 @@ mod tests {
         assert_eq!(m2, m1);
         m2.leader_epoch = 2;
         m2.push(segment(10, 20, 2)).unwrap();
-        new.save(&m2).await.unwrap();
+        assert!(new.save(&m2).await.unwrap().is_none());
 
         // The old leader's next write fails and leaves the new manifest in place.
         m1.push(segment(10, 30, 1)).unwrap();
@@ -378,23 +395,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_writer_whose_write_succeeded_unseen_adopts_it_and_continues() {
+    async fn a_conflict_at_the_same_epoch_returns_the_current_manifest_to_re_apply_on() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let key = Path::from("m.json");
         let (mut a, _) = ManifestStore::load(store.clone(), key.clone())
             .await
             .unwrap();
         let mut m = RemoteManifest::new(Uuid::from_u128(1), 0, 0);
-        a.save(&m).await.unwrap();
-        // Same epoch rewrote it (e.g. our own retried request whose answer was lost).
+        assert!(a.save(&m).await.unwrap().is_none());
+        // Someone at the same epoch (our own retried request whose answer was lost) wrote more.
         let (mut b, _) = ManifestStore::load(store.clone(), key.clone())
             .await
             .unwrap();
-        b.save(&m).await.unwrap();
-        m.push(segment(0, 5, 0)).unwrap();
-        a.save(&m).await.unwrap();
+        let mut theirs = m.clone();
+        theirs.push(segment(0, 5, 0)).unwrap();
+        assert!(b.save(&theirs).await.unwrap().is_none());
+        m.log_start_offset = 3;
+        let current = a.save(&m).await.unwrap().expect("conflict");
+        assert_eq!(current, theirs, "the stored manifest is not overwritten");
+        let (_, stored) = ManifestStore::load(store.clone(), key.clone())
+            .await
+            .unwrap();
+        assert_eq!(stored.unwrap(), theirs);
+        // Re-applied on top of the current version, the write goes through.
+        let mut next = current;
+        next.log_start_offset = 3;
+        assert!(a.save(&next).await.unwrap().is_none());
         let (_, stored) = ManifestStore::load(store, key).await.unwrap();
-        assert_eq!(stored.unwrap(), m);
+        assert_eq!(stored.unwrap(), next);
     }
 
     #[tokio::test]

@@ -92,6 +92,25 @@ impl RemotePartition {
         })
     }
 
+    /// The remote tier of a partition that has never offloaded anything (a new topic): no request
+    /// is made until the first upload.
+    pub fn new_empty(
+        ctx: Arc<RemoteContext>,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+    ) -> RemotePartition {
+        let key = ctx.keys.manifest(topic_id, partition);
+        RemotePartition {
+            writer: tokio::sync::Mutex::new(ManifestStore::new_absent(ctx.store.clone(), key)),
+            ctx,
+            topic_id,
+            partition,
+            manifest: RwLock::new(RemoteManifest::new(topic_id, partition, leader_epoch)),
+            indexes: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// A copy of the current manifest.
     pub fn manifest(&self) -> RemoteManifest {
         self.manifest.read().clone()
@@ -187,7 +206,8 @@ impl RemotePartition {
                     .collect(),
                 uploaded_at_ms: now_ms(),
             };
-            self.update_manifest(leader_epoch, |m| m.push(remote)).await
+            self.update_manifest(leader_epoch, |m| m.push(remote.clone()))
+                .await
         }
         .await;
         if let Err(e) = result {
@@ -254,26 +274,42 @@ impl RemotePartition {
         result
     }
 
-    /// Applies `change` to a copy of the manifest as `leader_epoch` and writes it conditionally.
+    /// Applies `change` to the manifest as `leader_epoch` and writes it conditionally. If another
+    /// writer at the same or an older epoch changed it meanwhile, `change` is re-applied on top of
+    /// the stored version (so nothing it recorded is lost); a newer epoch fences us.
     async fn update_manifest(
         &self,
         leader_epoch: i32,
-        change: impl FnOnce(&mut RemoteManifest) -> Result<(), RemoteError>,
+        mut change: impl FnMut(&mut RemoteManifest) -> Result<(), RemoteError>,
     ) -> Result<(), RemoteError> {
         let mut writer = self.writer.lock().await;
-        let mut next = self.manifest.read().clone();
-        if leader_epoch < next.leader_epoch {
-            return Err(RemoteError::Fenced {
-                key: writer.key().to_string(),
-                current: next.leader_epoch,
-                ours: leader_epoch,
-            });
+        let mut base = self.manifest.read().clone();
+        for _ in 0..5 {
+            if leader_epoch < base.leader_epoch {
+                return Err(RemoteError::Fenced {
+                    key: writer.key().to_string(),
+                    current: base.leader_epoch,
+                    ours: leader_epoch,
+                });
+            }
+            let mut next = base.clone();
+            next.leader_epoch = leader_epoch;
+            change(&mut next)?;
+            match writer.save(&next).await? {
+                None => {
+                    *self.manifest.write() = next;
+                    return Ok(());
+                }
+                Some(current) => {
+                    *self.manifest.write() = current.clone();
+                    base = current;
+                }
+            }
         }
-        next.leader_epoch = leader_epoch;
-        change(&mut next)?;
-        writer.save(&next).await?;
-        *self.manifest.write() = next;
-        Ok(())
+        Err(RemoteError::Corrupt {
+            key: writer.key().to_string(),
+            reason: "conditional manifest update kept conflicting".into(),
+        })
     }
 
     /// Raises the remote log start to `new_start` (DeleteRecords, or total retention); segments

@@ -69,7 +69,10 @@ async fn setup(batches: usize, part_bytes: u64) -> Setup {
 
 async fn upload_all(s: &Setup, remote: &RemotePartition, epoch: i32) -> usize {
     let from = remote.end_offset().unwrap_or(0);
-    let sealed = s.log.sealed_segments(from, i64::MAX, usize::MAX).unwrap();
+    let sealed = s
+        .log
+        .sealed_segment_views(from, i64::MAX, usize::MAX)
+        .unwrap();
     let mut n = 0;
     for seg in &sealed {
         if remote.upload(seg, epoch).await.unwrap().is_some() {
@@ -200,7 +203,7 @@ async fn large_segments_are_uploaded_in_parts() {
     let remote = RemotePartition::open(ctx, Uuid::from_u128(1), 0, 0)
         .await
         .unwrap();
-    let sealed = log.sealed_segments(0, i64::MAX, 10).unwrap();
+    let sealed = log.sealed_segment_views(0, i64::MAX, 10).unwrap();
     assert_eq!(sealed.len(), 1);
     remote.upload(&sealed[0], 0).await.unwrap();
     // 11+ MiB in 5 MiB parts: 3 parts, plus the indexes and the manifest.
@@ -302,7 +305,7 @@ async fn outages_fail_uploads_cleanly_and_a_retry_succeeds() {
     let remote = RemotePartition::open(s.ctx.clone(), s.topic, 0, 0)
         .await
         .unwrap();
-    let sealed = s.log.sealed_segments(0, i64::MAX, usize::MAX).unwrap();
+    let sealed = s.log.sealed_segment_views(0, i64::MAX, usize::MAX).unwrap();
     // Total outage.
     s.faulty.set_down(true);
     assert!(remote.upload(&sealed[0], 0).await.is_err());
@@ -343,7 +346,7 @@ async fn outages_fail_uploads_cleanly_and_a_retry_succeeds() {
 #[tokio::test]
 async fn a_deposed_leader_cannot_record_uploads() {
     let s = setup(40, 64 << 20).await;
-    let sealed = s.log.sealed_segments(0, i64::MAX, usize::MAX).unwrap();
+    let sealed = s.log.sealed_segment_views(0, i64::MAX, usize::MAX).unwrap();
     let old = RemotePartition::open(s.ctx.clone(), s.topic, 0, 1)
         .await
         .unwrap();

@@ -74,7 +74,7 @@ impl SegmentReader {
 impl SegmentLog {
     /// Sealed segments with `base_offset >= from` and `next_offset <= upto`, oldest first, at most
     /// `limit` of them.
-    pub fn sealed_segments(
+    pub fn sealed_segment_views(
         &self,
         from: i64,
         upto: i64,
@@ -181,5 +181,60 @@ mod tests {
         assert_eq!(epochs_within(&all, 0, 50), vec![e(0, 0)]);
         assert_eq!(epochs_within(&all, 250, 300), vec![e(3, 200)]);
         assert_eq!(epochs_within(&[], 0, 10), vec![]);
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use crate::batch::test_support::batch;
+    use crate::{LogConfig, PartitionLog, SegmentLog};
+
+    #[test]
+    fn local_retention_only_deletes_offloaded_sealed_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = batch(2).len() as u64;
+        let config = LogConfig {
+            segment_bytes: 2 * size,
+            ..LogConfig::default()
+        };
+        let mut log = SegmentLog::open(dir.path(), config).unwrap();
+        for _ in 0..10 {
+            let mut b = batch(2);
+            log.append_batch(&mut b, 0, 0).unwrap();
+        }
+        // Segments hold 2 batches (4 offsets): [0,4) [4,8) [8,12) [12,16) [16,20) active.
+        assert_eq!(log.segment_count(), 5);
+        let views = log.sealed_segments(0, 12, 10).unwrap();
+        assert_eq!(
+            views
+                .iter()
+                .map(|v| (v.base_offset, v.next_offset))
+                .collect::<Vec<_>>(),
+            vec![(0, 4), (4, 8), (8, 12)]
+        );
+        assert!(
+            views[0].producer_snapshot.is_some(),
+            "snapshot taken at roll"
+        );
+        assert_eq!(log.sealed_segments(4, i64::MAX, 1).unwrap().len(), 1);
+        // Timestamps are 1000..; everything is older than `now - 1`.
+        let now = 1_000_000;
+        // Nothing offloaded: nothing may go, whatever the retention.
+        assert_eq!(log.local_retention_boundary(now, 0, 0, 0), 0);
+        // Offloaded up to 8: time retention frees [0,8).
+        assert_eq!(log.local_retention_boundary(now, 1, -1, 8), 8);
+        // Offloaded up to 10 (mid-segment): only whole offloaded segments go.
+        assert_eq!(log.local_retention_boundary(now, 1, -1, 10), 8);
+        // Size: keep at least 3 segments' bytes locally.
+        assert_eq!(
+            log.local_retention_boundary(now, -1, (6 * size) as i64, 20),
+            8
+        );
+        // Not expired, no size limit: keep.
+        assert_eq!(log.local_retention_boundary(0, 1_000_000, -1, 20), 0);
+        assert_eq!(log.size_bytes_from(12), 4 * size);
+        log.purge_prefix(8).unwrap();
+        assert_eq!(log.log_start_offset(), 8);
+        assert_eq!(log.local_retention_boundary(now, 1, -1, 8), 8);
     }
 }

@@ -1,0 +1,430 @@
+//! The broker side of tiered storage: opening the object store and the read cache, restoring an
+//! empty data directory from the object store at start, and the offload task that uploads sealed
+//! segments, applies total and local retention, collects garbage objects, deletes the objects of
+//! deleted topics and keeps a copy of the broker metadata in the object store.
+//!
+//! Design and failure behaviour: `docs/rfcs/0004-tiered-storage.md`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use object_store::{ObjectStoreExt, PutPayload};
+use parking_lot::Mutex;
+use tiering::remote::cache::{ChunkCache, ChunkCacheConfig};
+use tiering::remote::store::{delete_prefix, get_bytes};
+use tiering::remote::{
+    open_object_store, ObjectKeys, ObjectStoreConfig, RemoteContext, RemoteError, RemotePartition,
+    StoreStats, Throttle,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::metadata_store::MetadataStore;
+use crate::partition::{now_ms, Partition};
+use crate::topic_config::BrokerLayers;
+
+/// Sealed segments uploaded per partition per pass (the rest wait for the next pass).
+const UPLOADS_PER_PASS: usize = 4;
+/// Longest wait between retries of a failing partition.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long start-up waits for the object store when a partition must be restored from it.
+const RESTORE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// A partition's remote tier loaded at start, by (topic id, partition).
+type LoadedRemote = ((Uuid, i32), Arc<RemotePartition>);
+
+/// Counters of the offload task, exported as metrics.
+#[derive(Debug, Default)]
+pub struct OffloadStats {
+    /// Segments uploaded.
+    pub segments_uploaded: AtomicU64,
+    /// Bytes uploaded (segments and indexes).
+    pub bytes_uploaded: AtomicU64,
+    /// Upload attempts that failed.
+    pub upload_errors: AtomicU64,
+    /// Sum of seal-to-upload-recorded times, in milliseconds.
+    pub seal_to_upload_ms_total: AtomicU64,
+    /// Remote segments removed by retention or DeleteRecords and collected.
+    pub segments_deleted: AtomicU64,
+}
+
+/// The broker's remote tier.
+#[derive(Debug)]
+pub struct RemoteTier {
+    /// Shared by every partition's remote tier.
+    pub ctx: Arc<RemoteContext>,
+    /// Object store request counters.
+    pub store_stats: Arc<StoreStats>,
+    /// Offload counters.
+    pub stats: OffloadStats,
+    /// Where the objects go (for logs).
+    pub description: String,
+    concurrency: usize,
+    interval: Duration,
+    published_generation: AtomicU64,
+    backoff: Mutex<HashMap<String, (Instant, Duration)>>,
+}
+
+impl RemoteTier {
+    /// Opens the configured object store and read cache; `None` when tiering is off.
+    pub async fn open(cfg: &BrokerConfig) -> Result<Option<Arc<RemoteTier>>, BrokerError> {
+        let url = match cfg.object_store.trim() {
+            "off" | "none" => return Ok(None),
+            "" => {
+                std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+                    BrokerError::MetadataIo(format!("create {}: {e}", cfg.data_dir.display()))
+                })?;
+                let abs = std::fs::canonicalize(&cfg.data_dir).map_err(|e| {
+                    BrokerError::MetadataIo(format!("resolve {}: {e}", cfg.data_dir.display()))
+                })?;
+                format!("file://{}", abs.join("remote").display())
+            }
+            url => url.to_string(),
+        };
+        let opened = open_object_store(&ObjectStoreConfig {
+            url,
+            endpoint: cfg.object_store_endpoint.clone(),
+            region: cfg.object_store_region.clone(),
+            path_style: cfg.object_store_path_style,
+            allow_http: cfg.object_store_allow_http,
+        })
+        .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        let cache_dir = cfg
+            .remote_cache_dir
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("remote-cache"));
+        let disk_bytes = disk_cache_bytes(
+            &cache_dir,
+            cfg.remote_cache_disk_bytes,
+            cfg.remote_cache_disk_max_percent,
+        )?;
+        let cache = ChunkCache::new(
+            ChunkCacheConfig {
+                chunk_size: cfg.remote_cache_chunk_bytes,
+                memory_bytes: usize::try_from(cfg.remote_cache_memory_bytes).unwrap_or(usize::MAX),
+                disk_dir: (disk_bytes > 0).then_some(cache_dir),
+                disk_bytes,
+                read_ahead_chunks: 4,
+            },
+            opened.store.clone(),
+        )
+        .await
+        .map_err(|e| BrokerError::InvalidConfig(format!("remote read cache: {e}")))?;
+        tracing::info!(store = %opened.description, disk_cache_bytes = disk_bytes, "tiered storage enabled");
+        Ok(Some(Arc::new(RemoteTier {
+            ctx: Arc::new(RemoteContext {
+                store: opened.store,
+                keys: ObjectKeys::new(&opened.prefix),
+                cache: Arc::new(cache),
+                throttle: Throttle::new(Some(cfg.remote_upload_bytes_per_sec)),
+                part_bytes: cfg.remote_upload_part_bytes,
+            }),
+            store_stats: opened.stats,
+            stats: OffloadStats::default(),
+            description: opened.description,
+            concurrency: cfg.remote_upload_concurrency,
+            interval: Duration::from_millis(cfg.remote_task_interval_ms),
+            published_generation: AtomicU64::new(0),
+            backoff: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// Start-up, before the broker opens its data dir: if the data dir has no metadata but the
+    /// object store has a copy, restores it; then loads the manifest of every tiered partition and
+    /// seeds the directories of partitions that are missing locally so they continue where the
+    /// offloaded history ends. Returns the loaded remote tiers by (topic id, partition).
+    pub async fn prepare(
+        &self,
+        cfg: &BrokerConfig,
+    ) -> Result<HashMap<(Uuid, i32), Arc<RemotePartition>>, BrokerError> {
+        let data_dir = &cfg.data_dir;
+        if !MetadataStore::exists(data_dir) {
+            let key = self.ctx.keys.cluster_metadata();
+            match get_bytes(&self.ctx.store, &key).await {
+                Ok(bytes) => {
+                    let state = MetadataStore::restore(data_dir, &bytes)?;
+                    tracing::info!(topics = state.topics.len(), store = %self.description, "restored broker metadata from the object store");
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    return Err(BrokerError::MetadataIo(format!(
+                        "the data dir has no metadata and the object store copy cannot be read: {e}"
+                    )))
+                }
+            }
+        }
+        let store = MetadataStore::open(data_dir, cfg.cluster_id.as_deref())?;
+        let mut layers = BrokerLayers::from_config(cfg);
+        layers.dynamic_default = store.state().broker_dynamic_default.clone();
+        layers.dynamic_broker = store.state().broker_dynamic.clone();
+        let mut wanted = Vec::new();
+        for t in store.state().topics.values() {
+            if !layers.topic_settings(&t.configs).remote_storage {
+                continue;
+            }
+            for i in 0..t.partitions {
+                wanted.push((t.name.clone(), t.id, i));
+            }
+        }
+        let results: Vec<Result<Option<LoadedRemote>, BrokerError>> =
+            futures::stream::iter(wanted.into_iter().map(|(name, id, i)| async move {
+                let dir = data_dir.join(format!("{name}-{i}"));
+                let missing = !dir.join(tiering::LOG_START_OFFSET_FILE).exists();
+                let deadline = Instant::now() + RESTORE_PATIENCE;
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match RemotePartition::open(self.ctx.clone(), id, i, 0).await {
+                        Ok(remote) => {
+                            if missing && remote.restore_into(&dir).await.map_err(|e| {
+                                BrokerError::Remote {
+                                    partition: format!("{name}-{i}"),
+                                    source: e,
+                                }
+                            })? {
+                                tracing::info!(partition = %format!("{name}-{i}"), start = ?remote.end_offset(), "restored an empty partition from the object store");
+                            }
+                            return Ok(Some(((id, i), Arc::new(remote))));
+                        }
+                        Err(e) if !missing => {
+                            tracing::warn!(partition = %format!("{name}-{i}"), error = %e, "cannot load the remote manifest; offloaded history is unavailable until the next upload");
+                            return Ok(None);
+                        }
+                        Err(e) if Instant::now() >= deadline => {
+                            return Err(BrokerError::Remote {
+                                partition: format!("{name}-{i}"),
+                                source: e,
+                            })
+                        }
+                        Err(e) => {
+                            tracing::warn!(partition = %format!("{name}-{i}"), error = %e, "object store unavailable; retrying to restore the partition");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut out = HashMap::new();
+        for r in results {
+            if let Some((k, v)) = r? {
+                out.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A remote tier for a partition with nothing offloaded yet.
+    pub fn new_partition(
+        &self,
+        topic_id: Uuid,
+        index: i32,
+        leader_epoch: i32,
+    ) -> Arc<RemotePartition> {
+        Arc::new(RemotePartition::new_empty(
+            self.ctx.clone(),
+            topic_id,
+            index,
+            leader_epoch,
+        ))
+    }
+
+    /// Runs the offload task until `cancel` fires.
+    pub async fn run(self: Arc<Self>, broker: Arc<Broker>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            self.pass(&broker).await;
+        }
+    }
+
+    /// One pass over every partition, the pending topic deletions and the metadata copy.
+    pub async fn pass(&self, broker: &Arc<Broker>) {
+        let partitions: Vec<Arc<Partition>> = broker
+            .logs
+            .all()
+            .into_iter()
+            .filter(|p| p.settings().remote_storage)
+            .collect();
+        for p in &partitions {
+            if p.remote().is_none() {
+                p.attach_remote(self.new_partition(p.topic_id, p.index, p.leader_epoch));
+            }
+        }
+        futures::stream::iter(partitions.into_iter().map(|p| self.offload_partition(p)))
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<()>>()
+            .await;
+        broker.logs.refresh_disk_usage();
+        self.delete_pending_topics(broker).await;
+        self.publish_metadata(broker).await;
+    }
+
+    fn backing_off(&self, label: &str) -> bool {
+        self.backoff
+            .lock()
+            .get(label)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+    }
+
+    fn failed(&self, label: &str, what: &str, e: &dyn std::fmt::Display) {
+        let mut backoff = self.backoff.lock();
+        let delay = backoff
+            .get(label)
+            .map_or(self.interval, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+        backoff.insert(label.to_string(), (Instant::now() + delay, delay));
+        tracing::warn!(partition = label, error = %e, retry_in = ?delay, "{what} failed");
+    }
+
+    async fn offload_partition(&self, p: Arc<Partition>) {
+        let label = p.label().to_string();
+        let Some(remote) = p.remote() else { return };
+        if self.backing_off(&label) {
+            return;
+        }
+        let epoch = p.leader_epoch;
+        // 1. Upload sealed, durable segments in order.
+        let from = remote
+            .end_offset()
+            .unwrap_or_else(|| p.local_log_start_offset());
+        let segments = match p.sealed_for_upload(from, UPLOADS_PER_PASS) {
+            Ok(s) => s,
+            Err(e) => return self.failed(&label, "listing sealed segments", &e),
+        };
+        if let (Some(end), Some(first)) = (remote.end_offset(), segments.first()) {
+            if first.base_offset != end {
+                return self.failed(
+                    &label,
+                    "offload",
+                    &format!(
+                        "the next local segment starts at {} but the remote log ends at {end}",
+                        first.base_offset
+                    ),
+                );
+            }
+        }
+        for segment in &segments {
+            let started = now_ms();
+            match remote.upload(segment, epoch).await {
+                Ok(Some(up)) => {
+                    self.stats.segments_uploaded.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .bytes_uploaded
+                        .fetch_add(up.bytes, Ordering::Relaxed);
+                    self.stats.seal_to_upload_ms_total.fetch_add(
+                        u64::try_from(now_ms() - started).unwrap_or(0),
+                        Ordering::Relaxed,
+                    );
+                    tracing::debug!(partition = %label, base_offset = up.base_offset, next_offset = up.next_offset, bytes = up.bytes, "offloaded segment");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.stats.upload_errors.fetch_add(1, Ordering::Relaxed);
+                    return self.failed(&label, "upload", &e);
+                }
+            }
+        }
+        self.backoff.lock().remove(&label);
+        // 2. Total retention over both tiers, then local retention of offloaded segments.
+        let Some(end) = remote.end_offset() else {
+            return;
+        };
+        let settings = p.settings();
+        let now = now_ms();
+        if let Err(e) = remote
+            .apply_retention(
+                now,
+                settings.log.retention_ms,
+                settings.log.retention_bytes,
+                p.local_bytes_from(end),
+                epoch,
+            )
+            .await
+        {
+            return self.failed(&label, "remote retention", &e);
+        }
+        let log_start = p.log_start_offset();
+        let p2 = p.clone();
+        match tokio::task::spawn_blocking(move || p2.apply_local_retention(now, end, log_start))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return self.failed(&label, "local retention", &e),
+            Err(e) => return self.failed(&label, "local retention task", &e),
+        }
+        // 3. Delete the objects of segments that left the log.
+        match remote.collect_garbage(epoch).await {
+            Ok(n) => {
+                self.stats
+                    .segments_deleted
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => self.failed(&label, "remote garbage collection", &e),
+        }
+    }
+
+    async fn delete_pending_topics(&self, broker: &Arc<Broker>) {
+        for id in broker.pending_remote_deletions() {
+            let prefix = self.ctx.keys.topic_prefix(id);
+            match delete_prefix(&self.ctx.store, &prefix).await {
+                Ok(n) => {
+                    tracing::info!(topic_id = %id, objects = n, "deleted the objects of a deleted topic");
+                    if let Err(e) = broker.finish_remote_deletion(id) {
+                        tracing::warn!(topic_id = %id, error = %e, "cannot record a finished topic deletion");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic_id = %id, error = %e, "cannot delete the objects of a deleted topic; will retry");
+                }
+            }
+        }
+    }
+
+    async fn publish_metadata(&self, broker: &Arc<Broker>) {
+        let (generation, bytes) = match broker.metadata_snapshot() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode metadata for the object store");
+                return;
+            }
+        };
+        if generation == self.published_generation.load(Ordering::Acquire) {
+            return;
+        }
+        let key = self.ctx.keys.cluster_metadata();
+        match self.ctx.store.put(&key, PutPayload::from(bytes)).await {
+            Ok(_) => self
+                .published_generation
+                .store(generation, Ordering::Release),
+            Err(e) => {
+                tracing::warn!(error = %RemoteError::store(format!("put {key}"))(e), "cannot publish metadata to the object store; will retry")
+            }
+        }
+    }
+}
+
+/// The disk cache size: the configured bytes, capped at a share of the filesystem.
+fn disk_cache_bytes(dir: &Path, configured: u64, max_percent: u8) -> Result<u64, BrokerError> {
+    if configured == 0 {
+        return Ok(0);
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BrokerError::MetadataIo(format!("create {}: {e}", dir.display())))?;
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| BrokerError::MetadataIo(format!("statvfs {}: {e}", dir.display())))?;
+    let total = (st.blocks() as u64).saturating_mul(st.fragment_size() as u64);
+    let cap = total / 100 * u64::from(max_percent);
+    Ok(configured.min(cap))
+}
