@@ -2,7 +2,9 @@
 # Installs everything the integration tests need, idempotently, cached under ~/.cache/strata:
 #   - kcat (Debian package) when the command is missing,
 #   - a Python venv with pinned client libraries and pytest,
-#   - kafkajs in a node_modules folder.
+#   - kafkajs in a node_modules folder,
+#   - the S3-compatible servers of the tiered-storage tests: moto's server (in the venv) and s3s-fs
+#     (built once with cargo install, ~8 minutes, then cached).
 # Each step writes a stamp with its pinned versions and is skipped when the stamp matches, so a second
 # run takes well under a second. Prints what it did.
 set -euo pipefail
@@ -19,7 +21,10 @@ PY_PINS=(
   "lz4==4.4.5"
   "pytest==8.4.2"
   "pytest-timeout==2.4.0"
+  "moto[server]==5.1.22"
+  "boto3==1.40.61"
 )
+S3S_FS_VERSION="0.14.1"
 KAFKAJS_PIN="2.2.4"
 
 export DEBIAN_FRONTEND=noninteractive
@@ -79,4 +84,13 @@ JSON
   printf '%s' "$node_stamp_want" >"$node_stamp"
 fi
 
-say "ready: kcat=$(command -v kcat) python=$VENV/bin/python NODE_PATH=$NODE_DIR/node_modules"
+# --- s3s-fs (S3-compatible server on a local directory, with SigV4 checking) -----------------------------
+S3S_ROOT="$CACHE/s3s-fs-$S3S_FS_VERSION"
+if [ -x "$S3S_ROOT/bin/s3s-fs" ]; then
+  say "s3s-fs $S3S_FS_VERSION present ($S3S_ROOT/bin/s3s-fs), skipped"
+else
+  say "building s3s-fs $S3S_FS_VERSION with cargo install (once; about 8 minutes on 2 cores)"
+  cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --root "$S3S_ROOT" -q </dev/null
+fi
+
+say "ready: kcat=$(command -v kcat) python=$VENV/bin/python NODE_PATH=$NODE_DIR/node_modules s3s-fs=$S3S_ROOT/bin/s3s-fs moto=$VENV/bin/moto_server"

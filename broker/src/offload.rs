@@ -31,7 +31,7 @@ use crate::partition::{now_ms, Partition};
 use crate::topic_config::BrokerLayers;
 
 /// Sealed segments uploaded per partition per pass (the rest wait for the next pass).
-const UPLOADS_PER_PASS: usize = 4;
+const UPLOADS_PER_PASS: usize = 16;
 /// Longest wait between retries of a failing partition.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long start-up waits for the object store when a partition must be restored from it.

@@ -244,3 +244,111 @@ def topic_name(request, rng) -> str:
     """A topic name unique to this test."""
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:80]
     return f"t-{base}-{rng.randrange(16**6):06x}"
+
+
+# --- S3-compatible servers for the tiered-storage tests --------------------------------------------------
+
+CACHE_DIR = Path(os.environ.get("STRATA_CACHE") or Path.home() / ".cache" / "strata")
+S3S_FS_BIN = Path(os.environ.get("STRATA_S3S_FS") or CACHE_DIR / "s3s-fs-0.14.1" / "bin" / "s3s-fs")
+MOTO_BIN = Path(os.environ.get("STRATA_MOTO_SERVER") or CACHE_DIR / "venv" / "bin" / "moto_server")
+S3_ACCESS_KEY = "strata-test-access"
+S3_SECRET_KEY = "strata-test-secret-key-0123456789"
+S3_BUCKET = "strata"
+
+
+class S3Server:
+    """An S3-compatible server process on loopback: `s3s-fs` (objects on disk, SigV4 checked) or moto's
+    server (in memory, conditional puts enforced). Keeps its port (and s3s-fs its directory) across
+    stop/start, so a restart is an outage, not a new store."""
+
+    def __init__(self, kind: str, root: Path, log_dir: Path):
+        assert kind in ("s3s", "moto")
+        self.kind = kind
+        self.root = Path(root)
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.log_path: Path | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        if self.kind == "s3s":
+            return [str(S3S_FS_BIN), "--host", "127.0.0.1", "--port", str(self.port),
+                    "--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY, str(self.root)]
+        return [str(MOTO_BIN), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def start(self, timeout: float = 30.0) -> "S3Server":
+        binary = Path(self.command()[0])
+        if not binary.exists():
+            raise AssertionError(f"{binary} missing: run bash infra/test-deps.sh")
+        if self.kind == "s3s":
+            (self.root / S3_BUCKET).mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        self.log_path = self.log_dir / f"{self.kind}-{self.starts}.log"
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.kind} exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            if port_open(self.port):
+                if self.kind == "moto" and self.starts == 1:
+                    self.client().create_bucket(Bucket=S3_BUCKET)
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"{self.kind} did not listen on {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def broker_flags(self, prefix: str = "cluster") -> list[str]:
+        """Flags pointing a broker at this server."""
+        return ["--object-store", f"s3://{S3_BUCKET}/{prefix}", "--object-store-endpoint", self.endpoint,
+                "--object-store-region", "us-east-1", "--object-store-path-style", "true",
+                "--object-store-allow-http", "true"]
+
+    @staticmethod
+    def broker_env() -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+                "AWS_REGION": "us-east-1"}
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key under `prefix` (listing through the S3 API)."""
+        out: list[str] = []
+        paginator = self.client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=S3_BUCKET, Prefix=prefix):
+            out.extend(o["Key"] for o in page.get("Contents", []))
+        return out
+
+
+@pytest.fixture
+def s3_factory(tmp_path):
+    """Returns make(kind) -> a started S3Server ("s3s" or "moto"); all are killed after the test."""
+    servers: list[S3Server] = []
+
+    def make(kind: str = "s3s") -> S3Server:
+        s = S3Server(kind, tmp_path / f"s3-{len(servers)}", tmp_path / "logs")
+        servers.append(s)
+        return s.start()
+
+    yield make
+    for s in servers:
+        s.stop()

@@ -86,6 +86,10 @@ pub struct RemoteManifest {
     /// Segments removed from the log whose objects may still exist; deleted asynchronously.
     #[serde(default)]
     pub garbage: Vec<SegmentId>,
+    /// One past the last offset ever offloaded; kept when retention removes every segment, so the
+    /// next upload continues from there instead of offloading the same offsets again.
+    #[serde(default)]
+    pub offloaded_end: Option<i64>,
 }
 
 impl RemoteManifest {
@@ -99,19 +103,24 @@ impl RemoteManifest {
             log_start_offset: 0,
             segments: Vec::new(),
             garbage: Vec::new(),
+            offloaded_end: None,
         }
     }
 
-    /// One past the last offloaded offset, if anything is offloaded.
+    /// One past the last offloaded offset, if anything was ever offloaded (even if retention has
+    /// removed it since).
     pub fn end_offset(&self) -> Option<i64> {
-        self.segments.last().map(|s| s.next_offset)
+        self.segments
+            .last()
+            .map(|s| s.next_offset)
+            .or(self.offloaded_end)
     }
 
     /// The first readable offset held remotely, if the remote tier holds any readable data.
     pub fn readable_start(&self) -> Option<i64> {
+        let first = self.segments.first()?;
         let end = self.end_offset()?;
-        (self.log_start_offset < end)
-            .then(|| self.log_start_offset.max(self.segments[0].base_offset()))
+        (self.log_start_offset < end).then(|| self.log_start_offset.max(first.base_offset()))
     }
 
     /// Total bytes of the `.log` objects.
@@ -142,6 +151,7 @@ impl RemoteManifest {
         } else if self.log_start_offset < segment.base_offset() {
             self.log_start_offset = segment.base_offset();
         }
+        self.offloaded_end = Some(segment.next_offset);
         self.segments.push(segment);
         Ok(())
     }
@@ -352,6 +362,11 @@ mod tests {
         assert_eq!(m.epochs().len(), 1);
         assert_eq!(m.advance_start(35), 1);
         assert_eq!(m.readable_start(), None);
+        // The end survives retention of every segment; the next one must follow it.
+        assert_eq!(m.end_offset(), Some(35));
+        assert!(m.push(segment(30, 40, 1)).is_err());
+        m.push(segment(35, 40, 1)).unwrap();
+        assert_eq!(m.readable_start(), Some(35));
     }
 
     #[tokio::test]

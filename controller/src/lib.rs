@@ -1,0 +1,18 @@
+//! Strata's metadata quorum: cluster metadata as a pure state machine, replica placement, and the
+//! openraft storage that replicates it. See `docs/rfcs/0005-metadata-quorum.md`.
+
+pub mod placement;
+pub mod state;
+pub mod store;
+
+pub use placement::place;
+pub use placement::PlacementError;
+pub use state::apply;
+pub use state::Command;
+pub use state::CommandError;
+pub use state::MetadataState;
+pub use state::Outcome;
+pub use store::LogStore;
+pub use store::MetadataRaft;
+pub use store::StateMachineStore;
+pub use store::TypeConfig;

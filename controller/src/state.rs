@@ -1,0 +1,1277 @@
+//! The metadata state machine: cluster metadata as plain data and the one function that changes it.
+//!
+//! [`apply`] is pure: no I/O, no clock, no randomness. Everything that varies (timestamps, topic ids,
+//! incarnation ids, replica assignments) arrives inside the [`Command`], decided by the proposer
+//! before the command enters the Raft log, so that every replica that applies the same log reaches
+//! the same [`MetadataState`]. All maps are `BTreeMap`, so serialisation (snapshots) is
+//! deterministic too.
+//!
+//! A command either applies completely or is rejected with a [`CommandError`] and leaves the state
+//! untouched: each handler validates everything before its first mutation. A rejected command is
+//! still a committed log entry; the rejection is its outcome, identical on every replica.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// A broker id, as Kafka spells it (`int32`; `-1` means "none" in leader fields).
+pub type BrokerId = i32;
+
+/// Leader value of a partition that has no eligible leader.
+pub const NO_LEADER: BrokerId = -1;
+
+/// Largest number of producer ids one `AllocateProducerIds` may take (Kafka hands out 1,000).
+pub const MAX_PRODUCER_ID_BLOCK: u32 = 1_000_000;
+
+/// Kafka's limit on topic name length.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Default broker session timeout: a live registration with a different incarnation blocks a new
+/// one for this long after its last heartbeat.
+pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: i64 = 9_000;
+
+/// One endpoint a broker listens on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    /// Listener name, e.g. `PLAINTEXT`.
+    pub name: String,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
+}
+
+/// A registered broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    /// Broker id.
+    pub id: BrokerId,
+    /// Identifies one process lifetime of the broker; a restart registers with a new one.
+    pub incarnation_id: Uuid,
+    /// Advertised listeners.
+    pub listeners: Vec<Listener>,
+    /// Rack (or zone) for rack-aware placement.
+    pub rack: Option<String>,
+    /// Broker epoch: assigned at each registration, never reused in the cluster.
+    pub epoch: i64,
+    /// A fenced broker leads nothing and gets no new replicas.
+    pub fenced: bool,
+    /// Timestamp (from the proposer's clock) of the last registration or heartbeat.
+    pub last_heartbeat_ms: i64,
+}
+
+/// One partition of a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMetadata {
+    /// Replica set; the first replica is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+    /// Current leader, or [`NO_LEADER`].
+    pub leader: BrokerId,
+    /// Bumped on every leader change, including to [`NO_LEADER`].
+    pub leader_epoch: i32,
+}
+
+/// A topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    /// Topic name.
+    pub name: String,
+    /// Topic id (never reused, unlike names).
+    pub topic_id: Uuid,
+    /// Partitions by index, dense from 0.
+    pub partitions: BTreeMap<i32, PartitionMetadata>,
+    /// Topic-level config overrides, by Kafka name.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A block of producer ids handed to one broker: `[start, start + len)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    /// Broker the block was given to.
+    pub broker_id: BrokerId,
+    /// First id of the block.
+    pub start: i64,
+    /// Number of ids in the block.
+    pub len: u32,
+}
+
+/// The whole replicated cluster metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataState {
+    /// Registered brokers by id.
+    pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    /// Topics by id.
+    pub topics: BTreeMap<Uuid, TopicMetadata>,
+    /// Topic ids by name (index over `topics`).
+    pub topic_ids: BTreeMap<String, Uuid>,
+    /// Cluster-wide broker config defaults (Kafka's "default broker" resource).
+    pub cluster_configs: BTreeMap<String, String>,
+    /// Per-broker config overrides.
+    pub broker_configs: BTreeMap<BrokerId, BTreeMap<String, String>>,
+    /// Next broker epoch to hand out.
+    pub next_broker_epoch: i64,
+    /// Next producer id to hand out.
+    pub next_producer_id: i64,
+    /// The most recently allocated producer-id block.
+    pub last_producer_id_block: Option<ProducerIdBlock>,
+    /// Session timeout used to reject duplicate registrations of a live broker.
+    pub broker_session_timeout_ms: i64,
+}
+
+impl Default for MetadataState {
+    fn default() -> Self {
+        Self {
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            topic_ids: BTreeMap::new(),
+            cluster_configs: BTreeMap::new(),
+            broker_configs: BTreeMap::new(),
+            next_broker_epoch: 1,
+            next_producer_id: 0,
+            last_producer_id_block: None,
+            broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+        }
+    }
+}
+
+impl MetadataState {
+    /// The topic named `name`, if any.
+    pub fn topic_by_name(&self, name: &str) -> Option<&TopicMetadata> {
+        self.topic_ids.get(name).and_then(|id| self.topics.get(id))
+    }
+
+    /// Unfenced brokers, by ascending id.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Every partition's replica set, over all topics (input to placement balancing).
+    pub fn all_replica_sets(&self) -> Vec<Vec<BrokerId>> {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.values().map(|p| p.replicas.clone()))
+            .collect()
+    }
+
+    fn is_unfenced(&self, id: BrokerId) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+}
+
+/// The replica set of one new partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    /// Replicas; the first is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+}
+
+/// A change to the metadata, as stored in the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker (re)starts: assigns a fresh broker epoch and unfences it.
+    RegisterBroker {
+        /// Broker id.
+        broker_id: BrokerId,
+        /// Identifies this process lifetime.
+        incarnation_id: Uuid,
+        /// Advertised listeners.
+        listeners: Vec<Listener>,
+        /// Rack, if any.
+        rack: Option<String>,
+        /// Proposer's clock.
+        now_ms: i64,
+    },
+    /// A broker is alive.
+    BrokerHeartbeat {
+        /// Broker id.
+        broker_id: BrokerId,
+        /// Epoch from its registration.
+        broker_epoch: i64,
+        /// Proposer's clock.
+        now_ms: i64,
+    },
+    /// Fence a broker (session expired or controlled shutdown): its leaderships move away.
+    FenceBroker {
+        /// Broker id.
+        broker_id: BrokerId,
+        /// Epoch being fenced; a newer registration is not fenced by a stale decision.
+        broker_epoch: i64,
+    },
+    /// Unfence a registered broker; it takes leadership of leaderless partitions it replicates.
+    UnfenceBroker {
+        /// Broker id.
+        broker_id: BrokerId,
+        /// Epoch from its registration.
+        broker_epoch: i64,
+    },
+    /// Create a topic with explicit replica assignments (placement ran at the proposer).
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// New topic id.
+        topic_id: Uuid,
+        /// One assignment per partition, partition index = position.
+        partitions: Vec<PartitionAssignment>,
+        /// Topic config overrides.
+        configs: BTreeMap<String, String>,
+    },
+    /// Delete a topic.
+    DeleteTopic {
+        /// Topic id.
+        topic_id: Uuid,
+    },
+    /// Add partitions to a topic.
+    CreatePartitions {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Assignments of the new partitions, numbered after the existing ones.
+        assignments: Vec<PartitionAssignment>,
+    },
+    /// Set and delete topic config overrides.
+    AlterTopicConfigs {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Keys to set.
+        set: BTreeMap<String, String>,
+        /// Keys to remove.
+        delete: Vec<String>,
+    },
+    /// Set and delete broker configs; `broker_id: None` is the cluster-wide default.
+    AlterBrokerConfigs {
+        /// Broker id, or `None` for the cluster default.
+        broker_id: Option<BrokerId>,
+        /// Keys to set.
+        set: BTreeMap<String, String>,
+        /// Keys to remove.
+        delete: Vec<String>,
+    },
+    /// Make `leader` the leader of a partition (bumps the leader epoch).
+    ChangeLeader {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// New leader: an unfenced member of the replica set.
+        leader: BrokerId,
+    },
+    /// Hand a block of producer ids to a broker.
+    AllocateProducerIds {
+        /// Requesting broker.
+        broker_id: BrokerId,
+        /// Its current epoch.
+        broker_epoch: i64,
+        /// Number of ids wanted.
+        count: u32,
+    },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::RegisterBroker { broker_id, .. } => {
+                write!(f, "register_broker broker_id={broker_id}")
+            }
+            Command::BrokerHeartbeat {
+                broker_id,
+                broker_epoch,
+                ..
+            } => {
+                write!(
+                    f,
+                    "broker_heartbeat broker_id={broker_id} epoch={broker_epoch}"
+                )
+            }
+            Command::FenceBroker {
+                broker_id,
+                broker_epoch,
+            } => {
+                write!(f, "fence_broker broker_id={broker_id} epoch={broker_epoch}")
+            }
+            Command::UnfenceBroker {
+                broker_id,
+                broker_epoch,
+            } => {
+                write!(
+                    f,
+                    "unfence_broker broker_id={broker_id} epoch={broker_epoch}"
+                )
+            }
+            Command::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+                ..
+            } => write!(
+                f,
+                "create_topic name={name} topic_id={topic_id} partitions={}",
+                partitions.len()
+            ),
+            Command::DeleteTopic { topic_id } => write!(f, "delete_topic topic_id={topic_id}"),
+            Command::CreatePartitions {
+                topic_id,
+                assignments,
+            } => write!(
+                f,
+                "create_partitions topic_id={topic_id} new={}",
+                assignments.len()
+            ),
+            Command::AlterTopicConfigs { topic_id, .. } => {
+                write!(f, "alter_topic_configs topic_id={topic_id}")
+            }
+            Command::AlterBrokerConfigs { broker_id, .. } => {
+                write!(f, "alter_broker_configs broker_id={broker_id:?}")
+            }
+            Command::ChangeLeader {
+                topic_id,
+                partition,
+                leader,
+            } => write!(
+                f,
+                "change_leader topic_id={topic_id} partition={partition} leader={leader}"
+            ),
+            Command::AllocateProducerIds {
+                broker_id, count, ..
+            } => {
+                write!(
+                    f,
+                    "allocate_producer_ids broker_id={broker_id} count={count}"
+                )
+            }
+        }
+    }
+}
+
+/// What an applied command produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Nothing to report (also the outcome of blank and membership log entries).
+    Done,
+    /// A broker registered.
+    BrokerRegistered {
+        /// Its new epoch.
+        broker_epoch: i64,
+    },
+    /// A heartbeat was accepted.
+    HeartbeatAccepted {
+        /// Whether the broker is currently fenced.
+        fenced: bool,
+    },
+    /// Leadership moved on this many partitions (fence/unfence).
+    LeadersMoved {
+        /// Number of partitions whose leader changed.
+        partitions: u32,
+    },
+    /// A topic was created.
+    TopicCreated {
+        /// Its id.
+        topic_id: Uuid,
+    },
+    /// A partition's leader changed.
+    LeaderChanged {
+        /// New leader.
+        leader: BrokerId,
+        /// New leader epoch.
+        leader_epoch: i32,
+    },
+    /// Producer ids were allocated.
+    ProducerIds(ProducerIdBlock),
+}
+
+/// Why a command was rejected. Each variant corresponds to a Kafka error code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    /// TOPIC_ALREADY_EXISTS.
+    #[error("topic name={0} already exists")]
+    TopicAlreadyExists(String),
+    /// TOPIC_ALREADY_EXISTS (id collision; practically impossible with random ids).
+    #[error("topic_id={0} already exists")]
+    TopicIdAlreadyExists(Uuid),
+    /// UNKNOWN_TOPIC_ID.
+    #[error("unknown topic_id={0}")]
+    UnknownTopicId(Uuid),
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    #[error("unknown partition topic_id={topic_id} partition={partition}")]
+    UnknownPartition {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+    },
+    /// INVALID_TOPIC_EXCEPTION.
+    #[error("invalid topic name={name:?}: {reason}")]
+    InvalidTopicName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// BROKER_ID_NOT_REGISTERED.
+    #[error("unknown broker_id={0}")]
+    UnknownBroker(BrokerId),
+    /// STALE_BROKER_EPOCH.
+    #[error("stale broker epoch broker_id={broker_id} epoch={epoch} current={current}")]
+    StaleBrokerEpoch {
+        /// Broker id.
+        broker_id: BrokerId,
+        /// Epoch in the command.
+        epoch: i64,
+        /// Registered epoch.
+        current: i64,
+    },
+    /// INVALID_REQUEST: broker ids are non-negative.
+    #[error("invalid broker_id={0}")]
+    InvalidBrokerId(BrokerId),
+    /// DUPLICATE_BROKER_REGISTRATION.
+    #[error("broker_id={0} is registered by a live incarnation")]
+    DuplicateBrokerRegistration(BrokerId),
+    /// INVALID_PARTITIONS.
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// INVALID_REPLICA_ASSIGNMENT.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE / INVALID_REPLICA_ASSIGNMENT for a leader outside the set.
+    #[error("broker_id={leader} cannot lead topic_id={topic_id} partition={partition}: {reason}")]
+    IneligibleLeader {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// Proposed leader.
+        leader: BrokerId,
+        /// Why not.
+        reason: String,
+    },
+    /// INVALID_REQUEST for config changes.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// INVALID_REQUEST for producer-id allocation.
+    #[error("invalid producer id request: {0}")]
+    InvalidProducerIdRequest(String),
+}
+
+impl CommandError {
+    /// Whether retrying the same command later can succeed without changing it.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, CommandError::DuplicateBrokerRegistration(_))
+    }
+
+    /// Whether the command came from a broker incarnation the cluster has moved past.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, CommandError::StaleBrokerEpoch { .. })
+    }
+}
+
+/// Apply `command` to `state`. Pure and deterministic; on `Err` the state is unchanged.
+pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, CommandError> {
+    match command {
+        Command::RegisterBroker {
+            broker_id,
+            incarnation_id,
+            listeners,
+            rack,
+            now_ms,
+        } => register_broker(state, broker_id, incarnation_id, listeners, rack, now_ms),
+        Command::BrokerHeartbeat {
+            broker_id,
+            broker_epoch,
+            now_ms,
+        } => {
+            let broker = current_broker(state, broker_id, broker_epoch)?;
+            let fenced = broker.fenced;
+            if let Some(b) = state.brokers.get_mut(&broker_id) {
+                b.last_heartbeat_ms = b.last_heartbeat_ms.max(now_ms);
+            }
+            Ok(Outcome::HeartbeatAccepted { fenced })
+        }
+        Command::FenceBroker {
+            broker_id,
+            broker_epoch,
+        } => {
+            current_broker(state, broker_id, broker_epoch)?;
+            Ok(Outcome::LeadersMoved {
+                partitions: fence(state, broker_id),
+            })
+        }
+        Command::UnfenceBroker {
+            broker_id,
+            broker_epoch,
+        } => {
+            current_broker(state, broker_id, broker_epoch)?;
+            Ok(Outcome::LeadersMoved {
+                partitions: unfence(state, broker_id),
+            })
+        }
+        Command::CreateTopic {
+            name,
+            topic_id,
+            partitions,
+            configs,
+        } => {
+            validate_topic_name(&name)?;
+            if state.topic_ids.contains_key(&name) {
+                return Err(CommandError::TopicAlreadyExists(name));
+            }
+            if state.topics.contains_key(&topic_id) {
+                return Err(CommandError::TopicIdAlreadyExists(topic_id));
+            }
+            if partitions.is_empty() {
+                return Err(CommandError::InvalidPartitions(
+                    "a topic needs at least one partition".into(),
+                ));
+            }
+            validate_assignments(state, &partitions, None, 0)?;
+            let partitions = partitions
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| (partition_index(i), new_partition(state, a.replicas)))
+                .collect();
+            state.topic_ids.insert(name.clone(), topic_id);
+            state.topics.insert(
+                topic_id,
+                TopicMetadata {
+                    name,
+                    topic_id,
+                    partitions,
+                    configs,
+                },
+            );
+            Ok(Outcome::TopicCreated { topic_id })
+        }
+        Command::DeleteTopic { topic_id } => {
+            let topic = state
+                .topics
+                .remove(&topic_id)
+                .ok_or(CommandError::UnknownTopicId(topic_id))?;
+            state.topic_ids.remove(&topic.name);
+            Ok(Outcome::Done)
+        }
+        Command::CreatePartitions {
+            topic_id,
+            assignments,
+        } => {
+            let topic = state
+                .topics
+                .get(&topic_id)
+                .ok_or(CommandError::UnknownTopicId(topic_id))?;
+            if assignments.is_empty() {
+                return Err(CommandError::InvalidPartitions(
+                    "no new partitions given".into(),
+                ));
+            }
+            let rf = topic.partitions.values().next().map(|p| p.replicas.len());
+            validate_assignments(state, &assignments, rf, topic.partitions.len())?;
+            let first = topic.partitions.len();
+            let new: Vec<(i32, PartitionMetadata)> = assignments
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| (partition_index(first + i), new_partition(state, a.replicas)))
+                .collect();
+            if let Some(topic) = state.topics.get_mut(&topic_id) {
+                topic.partitions.extend(new);
+            }
+            Ok(Outcome::Done)
+        }
+        Command::AlterTopicConfigs {
+            topic_id,
+            set,
+            delete,
+        } => {
+            validate_config_keys(&set, &delete)?;
+            let topic = state
+                .topics
+                .get_mut(&topic_id)
+                .ok_or(CommandError::UnknownTopicId(topic_id))?;
+            alter_configs(&mut topic.configs, set, delete);
+            Ok(Outcome::Done)
+        }
+        Command::AlterBrokerConfigs {
+            broker_id,
+            set,
+            delete,
+        } => {
+            validate_config_keys(&set, &delete)?;
+            let configs = match broker_id {
+                None => &mut state.cluster_configs,
+                Some(id) if id < 0 => {
+                    return Err(CommandError::InvalidBrokerId(id));
+                }
+                Some(id) => state.broker_configs.entry(id).or_default(),
+            };
+            alter_configs(configs, set, delete);
+            if let Some(id) = broker_id {
+                if state
+                    .broker_configs
+                    .get(&id)
+                    .is_some_and(BTreeMap::is_empty)
+                {
+                    state.broker_configs.remove(&id);
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        Command::ChangeLeader {
+            topic_id,
+            partition,
+            leader,
+        } => {
+            let eligible = state.is_unfenced(leader);
+            let topic = state
+                .topics
+                .get_mut(&topic_id)
+                .ok_or(CommandError::UnknownTopicId(topic_id))?;
+            let p = topic
+                .partitions
+                .get_mut(&partition)
+                .ok_or(CommandError::UnknownPartition {
+                    topic_id,
+                    partition,
+                })?;
+            let ineligible = |reason: &str| CommandError::IneligibleLeader {
+                topic_id,
+                partition,
+                leader,
+                reason: reason.to_string(),
+            };
+            if !p.replicas.contains(&leader) {
+                return Err(ineligible("not in the replica set"));
+            }
+            if !eligible {
+                return Err(ineligible("broker is fenced or unregistered"));
+            }
+            p.leader = leader;
+            p.leader_epoch += 1;
+            Ok(Outcome::LeaderChanged {
+                leader,
+                leader_epoch: p.leader_epoch,
+            })
+        }
+        Command::AllocateProducerIds {
+            broker_id,
+            broker_epoch,
+            count,
+        } => {
+            current_broker(state, broker_id, broker_epoch)?;
+            if count == 0 || count > MAX_PRODUCER_ID_BLOCK {
+                return Err(CommandError::InvalidProducerIdRequest(format!(
+                    "count={count} must be in 1..={MAX_PRODUCER_ID_BLOCK}"
+                )));
+            }
+            let start = state.next_producer_id;
+            let next = start.checked_add(i64::from(count)).ok_or_else(|| {
+                CommandError::InvalidProducerIdRequest("producer id space exhausted".into())
+            })?;
+            let block = ProducerIdBlock {
+                broker_id,
+                start,
+                len: count,
+            };
+            state.next_producer_id = next;
+            state.last_producer_id_block = Some(block);
+            Ok(Outcome::ProducerIds(block))
+        }
+    }
+}
+
+fn register_broker(
+    state: &mut MetadataState,
+    broker_id: BrokerId,
+    incarnation_id: Uuid,
+    listeners: Vec<Listener>,
+    rack: Option<String>,
+    now_ms: i64,
+) -> Result<Outcome, CommandError> {
+    if broker_id < 0 {
+        return Err(CommandError::InvalidBrokerId(broker_id));
+    }
+    if let Some(existing) = state.brokers.get(&broker_id) {
+        let alive =
+            now_ms.saturating_sub(existing.last_heartbeat_ms) < state.broker_session_timeout_ms;
+        if existing.incarnation_id != incarnation_id && !existing.fenced && alive {
+            return Err(CommandError::DuplicateBrokerRegistration(broker_id));
+        }
+    }
+    let epoch = state.next_broker_epoch;
+    state.next_broker_epoch += 1;
+    state.brokers.insert(
+        broker_id,
+        BrokerRegistration {
+            id: broker_id,
+            incarnation_id,
+            listeners,
+            rack,
+            epoch,
+            fenced: false,
+            last_heartbeat_ms: now_ms,
+        },
+    );
+    unfence(state, broker_id);
+    Ok(Outcome::BrokerRegistered {
+        broker_epoch: epoch,
+    })
+}
+
+/// The registration of `broker_id` if `epoch` is its current epoch.
+fn current_broker(
+    state: &MetadataState,
+    broker_id: BrokerId,
+    epoch: i64,
+) -> Result<&BrokerRegistration, CommandError> {
+    let broker = state
+        .brokers
+        .get(&broker_id)
+        .ok_or(CommandError::UnknownBroker(broker_id))?;
+    if broker.epoch != epoch {
+        return Err(CommandError::StaleBrokerEpoch {
+            broker_id,
+            epoch,
+            current: broker.epoch,
+        });
+    }
+    Ok(broker)
+}
+
+/// Fence `broker_id` and move each of its leaderships to the first other unfenced replica, or to
+/// [`NO_LEADER`]. Returns the number of partitions whose leader changed.
+fn fence(state: &mut MetadataState, broker_id: BrokerId) -> u32 {
+    if let Some(b) = state.brokers.get_mut(&broker_id) {
+        b.fenced = true;
+    }
+    let unfenced: Vec<BrokerId> = state.unfenced_brokers().map(|b| b.id).collect();
+    let mut moved = 0;
+    for topic in state.topics.values_mut() {
+        for p in topic.partitions.values_mut() {
+            if p.leader != broker_id {
+                continue;
+            }
+            p.leader = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| unfenced.contains(r))
+                .unwrap_or(NO_LEADER);
+            p.leader_epoch += 1;
+            moved += 1;
+        }
+    }
+    moved
+}
+
+/// Unfence `broker_id` and make it leader of the leaderless partitions it replicates.
+fn unfence(state: &mut MetadataState, broker_id: BrokerId) -> u32 {
+    match state.brokers.get_mut(&broker_id) {
+        Some(b) => b.fenced = false,
+        None => return 0,
+    }
+    let mut moved = 0;
+    for topic in state.topics.values_mut() {
+        for p in topic.partitions.values_mut() {
+            if p.leader == NO_LEADER && p.replicas.contains(&broker_id) {
+                p.leader = broker_id;
+                p.leader_epoch += 1;
+                moved += 1;
+            }
+        }
+    }
+    moved
+}
+
+fn partition_index(i: usize) -> i32 {
+    i32::try_from(i).expect("partition count is validated to fit in i32")
+}
+
+fn new_partition(state: &MetadataState, replicas: Vec<BrokerId>) -> PartitionMetadata {
+    let leader = replicas
+        .iter()
+        .copied()
+        .find(|r| state.is_unfenced(*r))
+        .unwrap_or(NO_LEADER);
+    PartitionMetadata {
+        replicas,
+        leader,
+        leader_epoch: 0,
+    }
+}
+
+fn validate_topic_name(name: &str) -> Result<(), CommandError> {
+    let invalid = |reason: &str| {
+        Err(CommandError::InvalidTopicName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return invalid("empty");
+    }
+    if name == "." || name == ".." {
+        return invalid("'.' and '..' are not allowed");
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return invalid("longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
+    {
+        return invalid("only ASCII alphanumerics, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// Check replica sets: non-empty, no duplicate broker, registered brokers, one replication factor
+/// (equal to `rf` when the topic already has partitions), total partition count fits in i32.
+fn validate_assignments(
+    state: &MetadataState,
+    assignments: &[PartitionAssignment],
+    rf: Option<usize>,
+    existing: usize,
+) -> Result<(), CommandError> {
+    if assignments.len().saturating_add(existing) > i32::MAX as usize {
+        return Err(CommandError::InvalidPartitions(
+            "too many partitions".into(),
+        ));
+    }
+    let rf = rf.unwrap_or_else(|| assignments[0].replicas.len());
+    for (i, a) in assignments.iter().enumerate() {
+        let invalid = |what: String| {
+            Err(CommandError::InvalidReplicaAssignment(format!(
+                "partition {i}: {what}"
+            )))
+        };
+        if a.replicas.is_empty() {
+            return invalid("empty replica set".into());
+        }
+        if a.replicas.len() != rf {
+            return invalid(format!("{} replicas, expected {rf}", a.replicas.len()));
+        }
+        for (j, r) in a.replicas.iter().enumerate() {
+            if a.replicas[..j].contains(r) {
+                return invalid(format!("broker {r} listed twice"));
+            }
+            if !state.brokers.contains_key(r) {
+                return Err(CommandError::UnknownBroker(*r));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_config_keys(
+    set: &BTreeMap<String, String>,
+    delete: &[String],
+) -> Result<(), CommandError> {
+    if set.keys().chain(delete).any(String::is_empty) {
+        return Err(CommandError::InvalidConfig("empty config name".into()));
+    }
+    if let Some(k) = delete.iter().find(|k| set.contains_key(*k)) {
+        return Err(CommandError::InvalidConfig(format!(
+            "config {k} is both set and deleted"
+        )));
+    }
+    Ok(())
+}
+
+fn alter_configs(
+    configs: &mut BTreeMap<String, String>,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+) {
+    for k in delete {
+        configs.remove(&k);
+    }
+    configs.extend(set);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn register(state: &mut MetadataState, id: BrokerId, now_ms: i64) -> i64 {
+        let out = apply(
+            state,
+            Command::RegisterBroker {
+                broker_id: id,
+                incarnation_id: Uuid::from_u128(((now_ms as u128) << 32) | id as u128),
+                listeners: vec![Listener {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                }],
+                rack: None,
+                now_ms,
+            },
+        );
+        match out {
+            Ok(Outcome::BrokerRegistered { broker_epoch }) => broker_epoch,
+            other => panic!("register {id}: {other:?}"),
+        }
+    }
+
+    fn create(
+        state: &mut MetadataState,
+        name: &str,
+        id: u128,
+        sets: &[&[BrokerId]],
+    ) -> Result<Outcome, CommandError> {
+        apply(
+            state,
+            Command::CreateTopic {
+                name: name.into(),
+                topic_id: Uuid::from_u128(id),
+                partitions: sets
+                    .iter()
+                    .map(|s| PartitionAssignment {
+                        replicas: s.to_vec(),
+                    })
+                    .collect(),
+                configs: BTreeMap::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn registration_bumps_epoch_and_rejects_live_duplicate() {
+        let mut s = MetadataState::default();
+        let e1 = register(&mut s, 1, 1_000);
+        assert_eq!(e1, 1);
+        // Same id, different incarnation, still within the session: rejected, state unchanged.
+        let before = s.clone();
+        let err = apply(
+            &mut s,
+            Command::RegisterBroker {
+                broker_id: 1,
+                incarnation_id: Uuid::from_u128(99),
+                listeners: vec![],
+                rack: None,
+                now_ms: 2_000,
+            },
+        );
+        assert_eq!(err, Err(CommandError::DuplicateBrokerRegistration(1)));
+        assert_eq!(s, before);
+        // After the session timeout the new incarnation wins with a fresh epoch.
+        let e2 = register(&mut s, 1, 1_000 + DEFAULT_BROKER_SESSION_TIMEOUT_MS + 1);
+        assert!(e2 > e1);
+        let hb = apply(
+            &mut s,
+            Command::BrokerHeartbeat {
+                broker_id: 1,
+                broker_epoch: e1,
+                now_ms: 20_000,
+            },
+        );
+        assert!(hb.as_ref().is_err_and(CommandError::is_fenced), "{hb:?}");
+        let hb = apply(
+            &mut s,
+            Command::BrokerHeartbeat {
+                broker_id: 1,
+                broker_epoch: e2,
+                now_ms: 20_000,
+            },
+        );
+        assert_eq!(hb, Ok(Outcome::HeartbeatAccepted { fenced: false }));
+    }
+
+    #[test]
+    fn create_and_delete_topic() {
+        let mut s = MetadataState::default();
+        for b in 1..=3 {
+            register(&mut s, b, 0);
+        }
+        assert_eq!(
+            create(&mut s, "t", 7, &[&[1, 2], &[2, 3]]),
+            Ok(Outcome::TopicCreated {
+                topic_id: Uuid::from_u128(7)
+            })
+        );
+        let t = s.topic_by_name("t").expect("created");
+        assert_eq!(t.partitions[&1].leader, 2);
+        assert_eq!(
+            create(&mut s, "t", 8, &[&[1]]),
+            Err(CommandError::TopicAlreadyExists("t".into()))
+        );
+        assert!(matches!(
+            create(&mut s, "u", 9, &[&[1, 1]]),
+            Err(CommandError::InvalidReplicaAssignment(_))
+        ));
+        assert!(matches!(
+            create(&mut s, "u", 9, &[&[1, 2], &[3]]),
+            Err(CommandError::InvalidReplicaAssignment(_))
+        ));
+        assert_eq!(
+            create(&mut s, "u", 9, &[&[4]]),
+            Err(CommandError::UnknownBroker(4))
+        );
+        assert!(matches!(
+            create(&mut s, "bad name", 9, &[&[1]]),
+            Err(CommandError::InvalidTopicName { .. })
+        ));
+        assert!(matches!(
+            create(&mut s, "u", 9, &[]),
+            Err(CommandError::InvalidPartitions(_))
+        ));
+
+        let id = Uuid::from_u128(7);
+        let more = apply(
+            &mut s,
+            Command::CreatePartitions {
+                topic_id: id,
+                assignments: vec![PartitionAssignment {
+                    replicas: vec![3, 1],
+                }],
+            },
+        );
+        assert_eq!(more, Ok(Outcome::Done));
+        assert_eq!(s.topics[&id].partitions[&2].replicas, vec![3, 1]);
+        assert_eq!(
+            apply(&mut s, Command::DeleteTopic { topic_id: id }),
+            Ok(Outcome::Done)
+        );
+        assert!(s.topic_by_name("t").is_none());
+        assert_eq!(
+            apply(&mut s, Command::DeleteTopic { topic_id: id }),
+            Err(CommandError::UnknownTopicId(id))
+        );
+    }
+
+    #[test]
+    fn fencing_moves_leadership_and_unfencing_restores_leaderless() {
+        let mut s = MetadataState::default();
+        let e1 = register(&mut s, 1, 0);
+        let e2 = register(&mut s, 2, 0);
+        create(&mut s, "t", 1, &[&[1, 2]]).expect("create");
+        create(&mut s, "u", 2, &[&[1]]).expect("create");
+        let id = Uuid::from_u128(1);
+        let solo = Uuid::from_u128(2);
+        assert_eq!(
+            apply(
+                &mut s,
+                Command::FenceBroker {
+                    broker_id: 1,
+                    broker_epoch: e1
+                }
+            ),
+            Ok(Outcome::LeadersMoved { partitions: 2 })
+        );
+        let p = &s.topics[&id].partitions[&0];
+        assert_eq!((p.leader, p.leader_epoch), (2, 1));
+        let p = &s.topics[&solo].partitions[&0];
+        assert_eq!((p.leader, p.leader_epoch), (NO_LEADER, 1));
+        // A fenced broker cannot be made leader.
+        let err = apply(
+            &mut s,
+            Command::ChangeLeader {
+                topic_id: id,
+                partition: 0,
+                leader: 1,
+            },
+        );
+        assert!(matches!(err, Err(CommandError::IneligibleLeader { .. })));
+        assert_eq!(
+            apply(
+                &mut s,
+                Command::UnfenceBroker {
+                    broker_id: 1,
+                    broker_epoch: e1
+                }
+            ),
+            Ok(Outcome::LeadersMoved { partitions: 1 })
+        );
+        assert_eq!(s.topics[&solo].partitions[&0].leader, 1);
+        assert_eq!(
+            apply(
+                &mut s,
+                Command::ChangeLeader {
+                    topic_id: id,
+                    partition: 0,
+                    leader: 1
+                }
+            ),
+            Ok(Outcome::LeaderChanged {
+                leader: 1,
+                leader_epoch: 2
+            })
+        );
+        // Stale epoch fence is ignored with an error.
+        let err = apply(
+            &mut s,
+            Command::FenceBroker {
+                broker_id: 2,
+                broker_epoch: e2 + 100,
+            },
+        );
+        assert!(matches!(err, Err(CommandError::StaleBrokerEpoch { .. })));
+    }
+
+    #[test]
+    fn configs_and_producer_ids() {
+        let mut s = MetadataState::default();
+        let e = register(&mut s, 1, 0);
+        create(&mut s, "t", 1, &[&[1]]).expect("create");
+        let id = Uuid::from_u128(1);
+        let set = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        apply(
+            &mut s,
+            Command::AlterTopicConfigs {
+                topic_id: id,
+                set: set.clone(),
+                delete: vec![],
+            },
+        )
+        .expect("alter");
+        assert_eq!(s.topics[&id].configs, set);
+        apply(
+            &mut s,
+            Command::AlterTopicConfigs {
+                topic_id: id,
+                set: BTreeMap::new(),
+                delete: vec!["retention.ms".into()],
+            },
+        )
+        .expect("alter");
+        assert!(s.topics[&id].configs.is_empty());
+        apply(
+            &mut s,
+            Command::AlterBrokerConfigs {
+                broker_id: None,
+                set: set.clone(),
+                delete: vec![],
+            },
+        )
+        .expect("alter");
+        apply(
+            &mut s,
+            Command::AlterBrokerConfigs {
+                broker_id: Some(1),
+                set: set.clone(),
+                delete: vec![],
+            },
+        )
+        .expect("alter");
+        assert_eq!(s.cluster_configs, set);
+        assert_eq!(s.broker_configs[&1], set);
+
+        let a = apply(
+            &mut s,
+            Command::AllocateProducerIds {
+                broker_id: 1,
+                broker_epoch: e,
+                count: 1000,
+            },
+        );
+        let b = apply(
+            &mut s,
+            Command::AllocateProducerIds {
+                broker_id: 1,
+                broker_epoch: e,
+                count: 10,
+            },
+        );
+        assert_eq!(
+            a,
+            Ok(Outcome::ProducerIds(ProducerIdBlock {
+                broker_id: 1,
+                start: 0,
+                len: 1000
+            }))
+        );
+        assert_eq!(
+            b,
+            Ok(Outcome::ProducerIds(ProducerIdBlock {
+                broker_id: 1,
+                start: 1000,
+                len: 10
+            }))
+        );
+        let z = apply(
+            &mut s,
+            Command::AllocateProducerIds {
+                broker_id: 1,
+                broker_epoch: e,
+                count: 0,
+            },
+        );
+        assert!(matches!(z, Err(CommandError::InvalidProducerIdRequest(_))));
+    }
+
+    fn arb_command() -> impl Strategy<Value = Command> {
+        let broker = 0..4i32;
+        prop_oneof![
+            (broker.clone(), 0..3u128, 0..30_000i64).prop_map(|(b, inc, now_ms)| {
+                Command::RegisterBroker {
+                    broker_id: b,
+                    incarnation_id: Uuid::from_u128(inc),
+                    listeners: vec![],
+                    rack: None,
+                    now_ms,
+                }
+            }),
+            (broker.clone(), 0..6i64).prop_map(|(b, e)| Command::FenceBroker {
+                broker_id: b,
+                broker_epoch: e
+            }),
+            (broker.clone(), 0..6i64).prop_map(|(b, e)| Command::UnfenceBroker {
+                broker_id: b,
+                broker_epoch: e
+            }),
+            (
+                0..3u128,
+                proptest::collection::vec(proptest::collection::vec(broker.clone(), 1..3), 0..3)
+            )
+                .prop_map(|(id, sets)| Command::CreateTopic {
+                    name: format!("t{id}"),
+                    topic_id: Uuid::from_u128(id),
+                    partitions: sets
+                        .into_iter()
+                        .map(|replicas| PartitionAssignment { replicas })
+                        .collect(),
+                    configs: BTreeMap::new(),
+                }),
+            (0..3u128).prop_map(|id| Command::DeleteTopic {
+                topic_id: Uuid::from_u128(id)
+            }),
+            (0..3u128, 0..3i32, broker.clone()).prop_map(|(id, partition, leader)| {
+                Command::ChangeLeader {
+                    topic_id: Uuid::from_u128(id),
+                    partition,
+                    leader,
+                }
+            }),
+            (broker, 0..6i64, 0..5u32).prop_map(|(b, e, count)| Command::AllocateProducerIds {
+                broker_id: b,
+                broker_epoch: e,
+                count,
+            }),
+        ]
+    }
+
+    proptest! {
+        /// Rejected commands leave the state untouched; invariants hold after every command; the
+        /// state round-trips through its snapshot encoding.
+        #[test]
+        fn invariants_hold_under_random_commands(commands in proptest::collection::vec(arb_command(), 0..40)) {
+            let mut s = MetadataState::default();
+            for c in commands {
+                let before = s.clone();
+                if apply(&mut s, c).is_err() {
+                    prop_assert_eq!(&s, &before);
+                }
+                for t in s.topics.values() {
+                    prop_assert_eq!(s.topic_ids.get(&t.name), Some(&t.topic_id));
+                    for p in t.partitions.values() {
+                        if p.leader != NO_LEADER {
+                            prop_assert!(p.replicas.contains(&p.leader));
+                            prop_assert!(s.is_unfenced(p.leader), "leader {} is fenced", p.leader);
+                        }
+                    }
+                }
+            }
+            let bytes = serde_json::to_vec(&s).expect("encode");
+            let back: MetadataState = serde_json::from_slice(&bytes).expect("decode");
+            prop_assert_eq!(back, s);
+        }
+    }
+}
