@@ -97,6 +97,8 @@ trap summary EXIT
 
 run_step test-deps "$LOG_DIR/test-deps.log" bash "$ROOT/infra/test-deps.sh" || exit 1
 PY="$CACHE/venv/bin/python"
+# The S3-compatible servers are installed by test-deps: tests that need them must not skip.
+export STRATA_REQUIRE_S3=1
 export NODE_PATH="$CACHE/node/node_modules${NODE_PATH:+:$NODE_PATH}"
 
 run_step fmt "$LOG_DIR/fmt.log" cargo fmt --all -- --check || true

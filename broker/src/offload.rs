@@ -94,6 +94,7 @@ impl RemoteTier {
             region: cfg.object_store_region.clone(),
             path_style: cfg.object_store_path_style,
             allow_http: cfg.object_store_allow_http,
+            credentials: None,
         })
         .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
         let cache_dir = cfg

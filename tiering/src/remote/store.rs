@@ -41,6 +41,9 @@ pub struct ObjectStoreConfig {
     pub path_style: bool,
     /// Allow plain HTTP endpoints.
     pub allow_http: bool,
+    /// Explicit credentials `(access key id, secret access key)`; `None` uses the AWS environment
+    /// and instance/web-identity credentials.
+    pub credentials: Option<(String, String)>,
 }
 
 /// An opened store and the key prefix inside it.
@@ -80,6 +83,11 @@ pub fn open_object_store(config: &ObjectStoreConfig) -> Result<OpenedStore, Remo
             }
             if let Some(region) = &config.region {
                 builder = builder.with_region(region);
+            }
+            if let Some((id, secret)) = &config.credentials {
+                builder = builder
+                    .with_access_key_id(id)
+                    .with_secret_access_key(secret);
             }
             let s3 = builder
                 .build()
@@ -246,7 +254,7 @@ pub struct StoreStats {
 
 impl StoreStats {
     fn count<T>(&self, result: &object_store::Result<T>) {
-        if result.is_err() {
+        if matches!(result, Err(e) if !matches!(e, object_store::Error::NotFound { .. })) {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -465,6 +473,7 @@ mod tests {
                 region: None,
                 path_style: true,
                 allow_http: true,
+                credentials: None,
             })
             .unwrap_err()
             .to_string()
@@ -484,6 +493,7 @@ mod tests {
             region: None,
             path_style: false,
             allow_http: false,
+            credentials: None,
         })
         .unwrap();
         let store = opened.store;
