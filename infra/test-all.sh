@@ -106,7 +106,7 @@ run_step clippy "$LOG_DIR/clippy.log" cargo clippy --workspace --all-targets -- 
 if ! run_step build "$LOG_DIR/build.log" cargo build --workspace --all-targets; then
   exit 1
 fi
-run_step cargo-test "$LOG_DIR/cargo-test.log" cargo test --workspace || true
+run_step cargo-test "$LOG_DIR/cargo-test.log" cargo test --workspace --no-fail-fast || true
 
 export STRATA_BIN="${STRATA_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/strata}"
 rm -f "$LOG_DIR/pytest.xml"

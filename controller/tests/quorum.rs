@@ -269,13 +269,19 @@ async fn three_nodes_replicate_and_survive_leader_loss() {
     stop(leader, &mut nodes, &router).await;
     live.remove(&leader);
 
-    let new_leader = eventually("new leader", async || agreed_leader(&nodes, &live).await).await;
-    assert_ne!(new_leader, leader);
-    let created = nodes[&new_leader]
-        .raft
-        .client_write(create_topic("payments", vec![1]))
-        .await
-        .expect("create again");
+    // A node that just won may still lose its lease on a loaded machine: retry on the current
+    // leader until a write commits (bounded by `eventually`).
+    let payments = create_topic("payments", vec![1]);
+    let created = eventually("a write on the new leader", async || {
+        let new_leader = agreed_leader(&nodes, &live).await?;
+        assert_ne!(new_leader, leader);
+        nodes[&new_leader]
+            .raft
+            .client_write(payments.clone())
+            .await
+            .ok()
+    })
+    .await;
     assert!(
         matches!(created.data, Ok(Outcome::TopicCreated { .. })),
         "{:?}",

@@ -5,6 +5,8 @@
 //! tests say so and pass, unless STRATA_REQUIRE_S3=1 (the test command sets it), which makes a
 //! missing server a failure.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -29,7 +31,9 @@ const BUCKET: &str = "strata";
 fn cache_dir() -> PathBuf {
     std::env::var_os("STRATA_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/strata"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/strata")
+        })
 }
 
 struct Server {
@@ -66,8 +70,15 @@ fn start(kind: &str) -> Option<Server> {
     };
     if !bin.exists() {
         let required = std::env::var("STRATA_REQUIRE_S3").is_ok_and(|v| v == "1");
-        assert!(!required, "{} missing: run bash infra/test-deps.sh", bin.display());
-        eprintln!("SKIPPED: {} not installed (bash infra/test-deps.sh installs it)", bin.display());
+        assert!(
+            !required,
+            "{} missing: run bash infra/test-deps.sh",
+            bin.display()
+        );
+        eprintln!(
+            "SKIPPED: {} not installed (bash infra/test-deps.sh installs it)",
+            bin.display()
+        );
         return None;
     }
     let root = tempfile::tempdir().unwrap();
@@ -107,7 +118,10 @@ fn start(kind: &str) -> Option<Server> {
         .unwrap();
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "create bucket: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "create bucket: {answer}"
+        );
     }
     Some(server)
 }
@@ -140,7 +154,9 @@ async fn fencing(kind: &str) {
         .await
         .unwrap();
     assert!(matches!(
-        store.put_opts(&key, PutPayload::from_static(b"{}"), create).await,
+        store
+            .put_opts(&key, PutPayload::from_static(b"{}"), create)
+            .await,
         Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
     ));
     let update = |v: &object_store::PutResult| PutOptions {
@@ -161,11 +177,15 @@ async fn fencing(kind: &str) {
     store.delete(&key).await.unwrap();
 
     // Two leaders of one partition: the deposed one (epoch 1) cannot overwrite the manifest.
-    let (mut old, none) = ManifestStore::load(store.clone(), key.clone()).await.unwrap();
+    let (mut old, none) = ManifestStore::load(store.clone(), key.clone())
+        .await
+        .unwrap();
     assert!(none.is_none());
     let m1 = RemoteManifest::new(Uuid::from_u128(1), 0, 1);
     assert!(old.save(&m1).await.unwrap().is_none());
-    let (mut new, loaded) = ManifestStore::load(store.clone(), key.clone()).await.unwrap();
+    let (mut new, loaded) = ManifestStore::load(store.clone(), key.clone())
+        .await
+        .unwrap();
     let mut m2 = loaded.unwrap();
     m2.leader_epoch = 2;
     m2.log_start_offset = 7;
@@ -174,7 +194,14 @@ async fn fencing(kind: &str) {
     m1b.log_start_offset = 99;
     let err = old.save(&m1b).await.unwrap_err();
     assert!(
-        matches!(err, RemoteError::Fenced { current: 2, ours: 1, .. }),
+        matches!(
+            err,
+            RemoteError::Fenced {
+                current: 2,
+                ours: 1,
+                ..
+            }
+        ),
         "{kind}: {err}"
     );
     let (_, stored) = ManifestStore::load(store, key).await.unwrap();
@@ -295,7 +322,10 @@ fn one_batch(i: usize) -> Vec<u8> {
             sequence: r as i32,
             timestamp: 1_000 + i as i64,
             key: None,
-            value: Some(bytes::Bytes::from(format!("batch-{i}-record-{r}-{}", "z".repeat(100)))),
+            value: Some(bytes::Bytes::from(format!(
+                "batch-{i}-record-{r}-{}",
+                "z".repeat(100)
+            ))),
             headers: Default::default(),
         })
         .collect();
