@@ -88,6 +88,12 @@ pub fn open_object_store(config: &ObjectStoreConfig) -> Result<OpenedStore, Remo
                 builder = builder
                     .with_access_key_id(id)
                     .with_secret_access_key(secret);
+            } else if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                if let Some(credential) = profile_credentials()? {
+                    builder = builder.with_credentials(Arc::new(
+                        object_store::StaticCredentialProvider::new(credential),
+                    ));
+                }
             }
             let s3 = builder
                 .build()
@@ -129,6 +135,65 @@ pub fn open_object_store(config: &ObjectStoreConfig) -> Result<OpenedStore, Remo
             None => url.to_string(),
         },
     })
+}
+
+/// Static keys of the AWS profile `AWS_PROFILE` (default `default`) from the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`), the step of the AWS credential chain
+/// that `object_store` does not take itself. `None` if there is no such file or profile.
+fn profile_credentials() -> Result<Option<object_store::aws::AwsCredential>, RemoteError> {
+    let path = match std::env::var_os("AWS_SHARED_CREDENTIALS_FILE") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => match std::env::var_os("HOME") {
+            Some(home) => std::path::PathBuf::from(home).join(".aws/credentials"),
+            None => return Ok(None),
+        },
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RemoteError::io(format!("read {}", path.display()))(e)),
+    };
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let values = parse_profile(&text, &profile);
+    let get = |k: &str| {
+        values
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    match (get("aws_access_key_id"), get("aws_secret_access_key")) {
+        (Some(key_id), Some(secret_key)) => Ok(Some(object_store::aws::AwsCredential {
+            key_id,
+            secret_key,
+            token: get("aws_session_token"),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(RemoteError::Config(format!(
+            "profile [{profile}] in {} has only one of aws_access_key_id and aws_secret_access_key",
+            path.display()
+        ))),
+    }
+}
+
+/// The `key = value` pairs of section `[profile]` of an INI-style AWS credentials file.
+fn parse_profile(text: &str, profile: &str) -> Vec<(String, String)> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name.trim() == profile;
+            continue;
+        }
+        if inside {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// Compare-and-swap for stores without it (the local filesystem): conditional puts are checked
@@ -482,6 +547,22 @@ mod tests {
         assert!(bad("gopher://x").contains("not supported"));
         assert!(bad("s3://").contains("no bucket"));
         assert!(bad("file://relative").contains("absolute"));
+    }
+
+    #[test]
+    fn profiles_are_parsed_from_the_shared_credentials_file() {
+        let text = "[default]\naws_access_key_id = A\naws_secret_access_key=B\n\n# c\n[dev]\nAWS_ACCESS_KEY_ID = C\naws_secret_access_key = D\naws_session_token = T\n";
+        assert_eq!(
+            parse_profile(text, "default"),
+            vec![
+                ("aws_access_key_id".into(), "A".into()),
+                ("aws_secret_access_key".into(), "B".into())
+            ]
+        );
+        let dev = parse_profile(text, "dev");
+        assert_eq!(dev.len(), 3);
+        assert_eq!(dev[0], ("aws_access_key_id".into(), "C".into()));
+        assert!(parse_profile(text, "missing").is_empty());
     }
 
     #[tokio::test]
