@@ -40,7 +40,7 @@ pub struct TopicLabel {
 }
 
 /// Cumulative remote tier figures, exported as gauges read from the tier's counters at scrape time.
-const REMOTE_TOTALS: [(&str, &str); 15] = [
+const REMOTE_TOTALS: [(&str, &str); 16] = [
     ("remote_put_requests", "Object store PUT requests (single puts and multipart parts), cumulative"),
     ("remote_put_bytes", "Bytes sent to the object store, cumulative"),
     ("remote_get_requests", "Object store GET requests, cumulative"),
@@ -51,6 +51,7 @@ const REMOTE_TOTALS: [(&str, &str); 15] = [
     ("remote_bytes_uploaded", "Bytes offloaded (segments and indexes), cumulative"),
     ("remote_upload_errors", "Failed upload attempts (retried with backoff), cumulative"),
     ("remote_upload_duration_ms", "Time from starting an upload to it being recorded in the manifest, summed"),
+    ("remote_seal_to_upload_ms", "Time from a segment's last write (its seal) to its upload being recorded, summed"),
     ("remote_segments_deleted", "Offloaded segments deleted by retention or DeleteRecords, cumulative"),
     ("remote_cache_hits", "Remote reads served from the read cache, cumulative"),
     ("remote_cache_misses", "Remote reads that waited for an object store GET, cumulative"),
@@ -101,7 +102,7 @@ pub struct Metrics {
     log_size: Family<PartitionLabel, Gauge<i64, AtomicI64>>,
     group_lag: Family<GroupPartitionLabel, Gauge<i64, AtomicI64>>,
     remote_partition: [Family<PartitionLabel, Gauge<i64, AtomicI64>>; 4],
-    remote_totals: [Gauge<i64, AtomicI64>; 15],
+    remote_totals: [Gauge<i64, AtomicI64>; 16],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -273,6 +274,7 @@ impl Metrics {
                 load(&o.segments_uploaded),
                 load(&o.bytes_uploaded),
                 load(&o.upload_errors),
+                load(&o.upload_ms_total),
                 load(&o.seal_to_upload_ms_total),
                 load(&o.segments_deleted),
                 c.hits,

@@ -49,7 +49,9 @@ pub struct OffloadStats {
     pub bytes_uploaded: AtomicU64,
     /// Upload attempts that failed.
     pub upload_errors: AtomicU64,
-    /// Sum of seal-to-upload-recorded times, in milliseconds.
+    /// Sum of upload times (first PUT to manifest recorded), in milliseconds.
+    pub upload_ms_total: AtomicU64,
+    /// Sum of seal-to-upload-recorded times (segment's last write to manifest recorded), in ms.
     pub seal_to_upload_ms_total: AtomicU64,
     /// Remote segments removed by retention or DeleteRecords and collected.
     pub segments_deleted: AtomicU64,
@@ -324,10 +326,17 @@ impl RemoteTier {
                     self.stats
                         .bytes_uploaded
                         .fetch_add(up.bytes, Ordering::Relaxed);
-                    self.stats.seal_to_upload_ms_total.fetch_add(
-                        u64::try_from(now_ms() - started).unwrap_or(0),
+                    let done = now_ms();
+                    self.stats.upload_ms_total.fetch_add(
+                        u64::try_from(done - started).unwrap_or(0),
                         Ordering::Relaxed,
                     );
+                    if let Some(sealed) = segment.sealed_at_ms {
+                        self.stats.seal_to_upload_ms_total.fetch_add(
+                            u64::try_from(done - sealed).unwrap_or(0),
+                            Ordering::Relaxed,
+                        );
+                    }
                     tracing::debug!(partition = %label, base_offset = up.base_offset, next_offset = up.next_offset, bytes = up.bytes, "offloaded segment");
                 }
                 Ok(None) => {}

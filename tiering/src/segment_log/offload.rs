@@ -37,6 +37,8 @@ pub struct SealedSegment {
     pub producer_snapshot: Option<Vec<u8>>,
     /// Leader epochs in effect within the segment (the first may start before `base_offset`).
     pub epochs: Vec<EpochEntry>,
+    /// When the segment was last written (its seal time, to the precision of the file's mtime).
+    pub sealed_at_ms: Option<i64>,
     file: Arc<File>,
 }
 
@@ -113,6 +115,13 @@ impl SegmentLog {
                 time_index,
                 producer_snapshot,
                 epochs: epochs_within(self.epochs.entries(), s.base_offset(), s.next_offset()),
+                sealed_at_ms: s
+                    .file()
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_millis()).ok()),
                 file: s.file().clone(),
             });
         }
