@@ -276,3 +276,20 @@ def test_read_cache_disk_tier_stays_within_its_bound(broker_factory, s3_factory,
     check_range(b.bootstrap, topic_name, start, start + 2000)
     assert metric(b.metrics(), "remote_cache_hits") > hits
     assert metric(b.metrics(), "remote_get_requests") == gets
+
+
+def test_embedded_default_tiers_to_the_local_filesystem(broker_factory, topic_name):
+    # No object store flags: sealed segments go to file://<data-dir>/remote.
+    b = broker_factory(*TIERED_FLAGS)
+    create_topic(admin(b.bootstrap), topic_name)
+    n = 10_000
+    produce_range(b.bootstrap, topic_name, 0, n)
+    wait_offloaded(b, topic_name, n)
+    remote = b.data_dir / "remote" / "topics"
+    objects = [p for p in remote.rglob("*") if p.is_file()]
+    assert any(p.name == "manifest.json" for p in objects)
+    assert len([p for p in objects if p.suffix == ".log"]) >= 5
+    check_range(b.bootstrap, topic_name, 0, n)
+    # And after a restart (the manifest is re-read, not the directory listed).
+    b.restart()
+    check_range(b.bootstrap, topic_name, 0, 1000)
