@@ -299,9 +299,10 @@ impl RemoteTier {
         }
         let epoch = p.leader_epoch;
         // 1. Upload sealed, durable segments in order.
-        let from = remote
-            .end_offset()
-            .unwrap_or_else(|| p.local_log_start_offset());
+        // With nothing offloaded yet, start from the first sealed segment, even if the log start
+        // lies inside it; the manifest then records that log start with the first upload.
+        let from = remote.end_offset().unwrap_or(0);
+        let log_start = p.log_start_offset();
         let segments = match p.sealed_for_upload(from, UPLOADS_PER_PASS) {
             Ok(s) => s,
             Err(e) => return self.failed(&label, "listing sealed segments", &e),
@@ -320,7 +321,7 @@ impl RemoteTier {
         }
         for segment in &segments {
             let started = now_ms();
-            match remote.upload(segment, epoch).await {
+            match remote.upload_above(segment, epoch, log_start).await {
                 Ok(Some(up)) => {
                     self.stats.segments_uploaded.fetch_add(1, Ordering::Relaxed);
                     self.stats

@@ -162,6 +162,18 @@ impl RemotePartition {
         segment: &SealedSegment,
         leader_epoch: i32,
     ) -> Result<Option<Uploaded>, RemoteError> {
+        self.upload_above(segment, leader_epoch, i64::MIN).await
+    }
+
+    /// [`RemotePartition::upload`], recording a log start of at least `log_start` in the same
+    /// manifest write (the first upload of a log whose start is inside its first segment, after
+    /// DeleteRecords or retention ran before tiering was enabled).
+    pub async fn upload_above(
+        &self,
+        segment: &SealedSegment,
+        leader_epoch: i32,
+        log_start: i64,
+    ) -> Result<Option<Uploaded>, RemoteError> {
         if self
             .end_offset()
             .is_some_and(|end| end >= segment.next_offset)
@@ -206,8 +218,12 @@ impl RemotePartition {
                     .collect(),
                 uploaded_at_ms: now_ms(),
             };
-            self.update_manifest(leader_epoch, |m| m.push(remote.clone()))
-                .await
+            self.update_manifest(leader_epoch, |m| {
+                m.push(remote.clone())?;
+                m.log_start_offset = m.log_start_offset.max(log_start);
+                Ok(())
+            })
+            .await
         }
         .await;
         if let Err(e) = result {

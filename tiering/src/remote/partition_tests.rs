@@ -409,3 +409,29 @@ async fn restore_seeds_an_empty_directory_to_continue_the_log() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn the_first_upload_records_a_log_start_inside_the_first_segment() {
+    let mut s = setup(40, 64 << 20).await;
+    // DeleteRecords ran before tiering: the log starts inside its first segment.
+    s.log.purge_prefix(15).unwrap();
+    let remote = RemotePartition::open(s.ctx.clone(), s.topic, 0, 0)
+        .await
+        .unwrap();
+    let sealed = s.log.sealed_segment_views(0, i64::MAX, usize::MAX).unwrap();
+    assert!(sealed[0].base_offset < 15 && sealed[0].next_offset > 15);
+    for seg in &sealed {
+        remote.upload_above(seg, 0, 15).await.unwrap();
+    }
+    assert_eq!(remote.readable_start(), Some(15));
+    let first = ranges(&remote.read(15, 1 << 20, true).await.unwrap());
+    assert_eq!(
+        first[0],
+        (10, 19),
+        "the batch holding the start comes whole, as Kafka does"
+    );
+    assert!(matches!(
+        remote.read(5, 100, true).await,
+        Err(RemoteError::NotOffloaded { .. })
+    ));
+}
