@@ -259,7 +259,7 @@ impl RemoteTier {
             .logs
             .all()
             .into_iter()
-            .filter(|p| p.settings().remote_storage)
+            .filter(|p| p.settings().remote_storage || p.remote().is_some())
             .collect();
         for p in &partitions {
             if p.remote().is_none() {
@@ -301,9 +301,13 @@ impl RemoteTier {
         // 1. Upload sealed, durable segments in order.
         // With nothing offloaded yet, start from the first sealed segment, even if the log start
         // lies inside it; the manifest then records that log start with the first upload.
+        // A topic that turned `remote.storage.enable` off keeps its offloaded history readable and
+        // subject to total retention, but uploads nothing more (local retention applies as usual).
+        let uploading = p.settings().remote_storage;
         let from = remote.end_offset().unwrap_or(0);
         let log_start = p.log_start_offset();
-        let segments = match p.sealed_for_upload(from, UPLOADS_PER_PASS) {
+        let limit = if uploading { UPLOADS_PER_PASS } else { 0 };
+        let segments = match p.sealed_for_upload(from, limit) {
             Ok(s) => s,
             Err(e) => return self.failed(&label, "listing sealed segments", &e),
         };
@@ -352,6 +356,25 @@ impl RemoteTier {
         let Some(end) = remote.end_offset() else {
             return;
         };
+        if !uploading {
+            let settings = p.settings();
+            if let Err(e) = remote
+                .apply_retention(
+                    now_ms(),
+                    settings.log.retention_ms,
+                    settings.log.retention_bytes,
+                    p.local_size(),
+                    epoch,
+                )
+                .await
+            {
+                return self.failed(&label, "remote retention", &e);
+            }
+            if let Err(e) = remote.collect_garbage(epoch).await {
+                self.failed(&label, "remote garbage collection", &e);
+            }
+            return;
+        }
         let settings = p.settings();
         let now = now_ms();
         if let Err(e) = remote

@@ -660,7 +660,7 @@ impl Partition {
 
     /// Applies time and size retention (a tiered partition's retention is run by the offload task).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
-        if self.remote().is_some() {
+        if self.remote().is_some() && self.settings.read().remote_storage {
             return Ok(0);
         }
         let outcome = self
