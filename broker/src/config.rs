@@ -132,6 +132,9 @@ pub struct BrokerArgs {
     /// Size of the aligned chunks remote reads fetch and cache.
     #[arg(long, env = "STRATA_REMOTE_CACHE_CHUNK_BYTES")]
     pub remote_cache_chunk_bytes: Option<u64>,
+    /// Chunks a sequential remote read fetches ahead (in parallel).
+    #[arg(long, env = "STRATA_REMOTE_CACHE_READ_AHEAD_CHUNKS")]
+    pub remote_cache_read_ahead_chunks: Option<usize>,
     /// Partitions uploading at the same time.
     #[arg(long, env = "STRATA_REMOTE_UPLOAD_CONCURRENCY")]
     pub remote_upload_concurrency: Option<usize>,
@@ -230,6 +233,8 @@ pub struct BrokerConfig {
     pub remote_cache_dir: Option<PathBuf>,
     /// Cache chunk size.
     pub remote_cache_chunk_bytes: u64,
+    /// Remote read-ahead, in chunks.
+    pub remote_cache_read_ahead_chunks: usize,
     /// Concurrent partition uploads.
     pub remote_upload_concurrency: usize,
     /// Upload bandwidth limit (0 = unlimited).
@@ -283,6 +288,7 @@ impl Default for BrokerConfig {
             remote_cache_disk_max_percent: 10,
             remote_cache_dir: None,
             remote_cache_chunk_bytes: 4 << 20,
+            remote_cache_read_ahead_chunks: 8,
             remote_upload_concurrency: 2,
             remote_upload_bytes_per_sec: 0,
             remote_upload_part_bytes: 128 << 20,
@@ -351,6 +357,7 @@ impl BrokerConfig {
             remote_cache_disk_bytes,
             remote_cache_disk_max_percent,
             remote_cache_chunk_bytes,
+            remote_cache_read_ahead_chunks,
             remote_upload_concurrency,
             remote_upload_bytes_per_sec,
             remote_upload_part_bytes,
@@ -457,6 +464,7 @@ impl BrokerConfig {
             "remote_cache_disk_max_percent",
             "remote_cache_dir",
             "remote_cache_chunk_bytes",
+            "remote_cache_read_ahead_chunks",
             "remote_upload_concurrency",
             "remote_upload_bytes_per_sec",
             "remote_upload_part_bytes",

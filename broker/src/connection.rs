@@ -83,9 +83,15 @@ pub async fn serve(
             frame = frames.next(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
                 match frame {
                     None => reading = false,
-                    Some(Err(e)) => {
+                    // The length-delimited codec reports an oversized frame as InvalidData; any other
+                    // error is the socket failing (a reset by the client), not a malformed frame.
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                         broker.metrics.malformed_frames.inc();
                         tracing::warn!(%peer, error = %e, "refusing frame; closing connection");
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "connection read failed; closing");
                         break;
                     }
                     Some(Ok(frame)) => match codec::decode_frame(frame.freeze()) {

@@ -41,7 +41,7 @@ pub struct TopicLabel {
 
 /// Cumulative remote tier figures, exported as gauges read from the tier's counters at scrape time.
 const REMOTE_TOTALS: [(&str, &str); 16] = [
-    ("remote_put_requests", "Object store PUT requests (single puts and multipart parts), cumulative"),
+    ("remote_put_requests", "Object store PUT-class requests (puts; multipart create, parts and complete), cumulative"),
     ("remote_put_bytes", "Bytes sent to the object store, cumulative"),
     ("remote_get_requests", "Object store GET requests, cumulative"),
     ("remote_get_bytes", "Bytes read from the object store, cumulative"),

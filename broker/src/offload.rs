@@ -114,7 +114,7 @@ impl RemoteTier {
                 memory_bytes: usize::try_from(cfg.remote_cache_memory_bytes).unwrap_or(usize::MAX),
                 disk_dir: (disk_bytes > 0).then_some(cache_dir),
                 disk_bytes,
-                read_ahead_chunks: 4,
+                read_ahead_chunks: cfg.remote_cache_read_ahead_chunks,
             },
             opened.store.clone(),
         )

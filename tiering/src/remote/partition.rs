@@ -30,6 +30,10 @@ use crate::segment_log::{SealedSegment, SegmentLog};
 const SCAN_WINDOW: u64 = 1 << 20;
 /// Most bytes one cache request asks for (a fetch's `max_bytes` beyond it takes several).
 const MAX_READ_WINDOW: u64 = 16 << 20;
+/// A read ending this close to its segment's end prefetches the next segment.
+const PREFETCH_WHEN_WITHIN: u64 = 16 << 20;
+/// How much of the next segment a prefetch reads (the cache's read-ahead continues from there).
+const PREFETCH_BYTES: u64 = 8 << 20;
 /// Parsed index bundles kept per partition.
 const MAX_CACHED_INDEXES: usize = 64;
 
@@ -68,6 +72,8 @@ pub struct RemotePartition {
     manifest: RwLock<RemoteManifest>,
     writer: tokio::sync::Mutex<ManifestStore>,
     indexes: Mutex<HashMap<SegmentId, Arc<IndexesBundle>>>,
+    /// The segment whose start was last prefetched for a sequential reader.
+    prefetched: Mutex<Option<SegmentId>>,
 }
 
 impl RemotePartition {
@@ -89,6 +95,7 @@ impl RemotePartition {
             manifest: RwLock::new(manifest),
             writer: tokio::sync::Mutex::new(writer),
             indexes: Mutex::new(HashMap::new()),
+            prefetched: Mutex::new(None),
         })
     }
 
@@ -108,6 +115,7 @@ impl RemotePartition {
             partition,
             manifest: RwLock::new(RemoteManifest::new(topic_id, partition, leader_epoch)),
             indexes: Mutex::new(HashMap::new()),
+            prefetched: Mutex::new(None),
         }
     }
 
@@ -537,6 +545,9 @@ impl RemotePartition {
                 _ => pieces.push(batch),
             }
         }
+        if segment.size_bytes.saturating_sub(cursor.position) < PREFETCH_WHEN_WITHIN {
+            self.prefetch_after(&segment);
+        }
         Ok(match pieces.len() {
             0 => Bytes::new(),
             1 => pieces.pop().unwrap_or_default(),
@@ -548,6 +559,41 @@ impl RemotePartition {
                 out.freeze()
             }
         })
+    }
+
+    /// A sequential reader is near the end of `segment`: warms the cache with the start of the next
+    /// segment and its indexes in the background (the cache's own read-ahead stops at an object's
+    /// end), so the reader does not stall on a cold GET at every segment boundary.
+    fn prefetch_after(&self, segment: &RemoteSegment) {
+        let Some(next) = self
+            .manifest
+            .read()
+            .segment_for(segment.next_offset)
+            .cloned()
+        else {
+            return;
+        };
+        {
+            let mut last = self.prefetched.lock();
+            if *last == Some(next.id) {
+                return;
+            }
+            *last = Some(next.id);
+        }
+        let cache = self.ctx.cache.clone();
+        let keys = &self.ctx.keys;
+        let log = keys.segment_log(self.topic_id, self.partition, &next.id);
+        let idx = keys.segment_indexes(self.topic_id, self.partition, &next.id);
+        tokio::spawn(async move {
+            let first = next.size_bytes.min(PREFETCH_BYTES);
+            let (a, b) = futures::join!(
+                cache.read(&idx, next.indexes_bytes, 0..next.indexes_bytes),
+                cache.read(&log, next.size_bytes, 0..first)
+            );
+            if let Err(e) = a.and(b) {
+                tracing::debug!(key = %log, error = %e, "prefetch of the next segment failed");
+            }
+        });
     }
 
     /// `(offset, timestamp)` of the first offloaded record at or after `timestamp` and at or

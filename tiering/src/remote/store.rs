@@ -301,7 +301,8 @@ impl ObjectStore for LocalCas {
 /// Request and byte counters of a store.
 #[derive(Debug, Default)]
 pub struct StoreStats {
-    /// PUT requests (single puts and multipart parts).
+    /// PUT-class requests: single puts, and for multipart uploads the create, each part and the
+    /// complete (as S3 bills them).
     pub puts: AtomicU64,
     /// Bytes sent by PUTs.
     pub put_bytes: AtomicU64,
@@ -368,6 +369,8 @@ impl MultipartUpload for MeteredUpload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
+        // CompleteMultipartUpload is billed as a PUT-class request.
+        self.stats.puts.fetch_add(1, Ordering::Relaxed);
         let result = self.inner.complete().await;
         self.stats.count(&result);
         result
@@ -400,6 +403,8 @@ impl ObjectStore for MeteredStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        // CreateMultipartUpload is billed as a PUT-class request.
+        self.stats.puts.fetch_add(1, Ordering::Relaxed);
         let result = self.inner.put_multipart_opts(location, opts).await;
         self.stats.count(&result);
         Ok(Box::new(MeteredUpload {
