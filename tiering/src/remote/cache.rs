@@ -630,115 +630,53 @@ fn disk_block_size(chunk_size: u64, disk_bytes: u64) -> Result<u64, RemoteError>
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
-    use futures::stream::BoxStream;
     use object_store::memory::InMemory;
-    use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
-        PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    };
+    use object_store::PutPayload;
 
+    use super::super::faulty::FaultyStore;
+    use super::super::store::{MeteredStore, StoreStats};
     use super::*;
 
-    /// An `InMemory` store that counts GETs and their bytes, with an optional delay and failure.
-    #[derive(Debug, Default)]
+    /// An `InMemory` store behind the fault injector (delay, failures) behind the meter (GET
+    /// counts and bytes): the same decorators the broker and the engine tests use.
     struct CountingStore {
-        inner: InMemory,
-        gets: AtomicU64,
-        get_bytes: AtomicU64,
-        delay: Duration,
-        fail: AtomicBool,
+        faulty: Arc<FaultyStore>,
+        stats: Arc<StoreStats>,
+        store: Arc<dyn ObjectStore>,
     }
 
     impl CountingStore {
         fn with_delay(delay: Duration) -> Self {
+            let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+            faulty.set_latency(delay);
+            let stats = Arc::new(StoreStats::default());
+            let store: Arc<dyn ObjectStore> =
+                Arc::new(MeteredStore::new(faulty.clone(), stats.clone()));
             CountingStore {
-                delay,
-                ..Default::default()
+                faulty,
+                stats,
+                store,
             }
         }
 
         fn gets(&self) -> u64 {
-            self.gets.load(Ordering::SeqCst)
+            self.stats.gets.load(Ordering::SeqCst)
+        }
+
+        fn get_bytes(&self) -> u64 {
+            self.stats.get_bytes.load(Ordering::SeqCst)
+        }
+
+        fn set_failing(&self, failing: bool) {
+            self.faulty.set_down(failing);
         }
     }
 
-    impl std::fmt::Display for CountingStore {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "CountingStore({})", self.inner)
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for CountingStore {
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-
-        async fn get_opts(
-            &self,
-            location: &Path,
-            options: GetOptions,
-        ) -> object_store::Result<GetResult> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            if !self.delay.is_zero() {
-                tokio::time::sleep(self.delay).await;
-            }
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(object_store::Error::Generic {
-                    store: "CountingStore",
-                    source: "injected failure".into(),
-                });
-            }
-            let result = self.inner.get_opts(location, options).await?;
-            self.get_bytes
-                .fetch_add(result.range.end - result.range.start, Ordering::SeqCst);
-            Ok(result)
-        }
-
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            options: CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
+    impl Default for CountingStore {
+        fn default() -> Self {
+            CountingStore::with_delay(Duration::ZERO)
         }
     }
 
@@ -751,6 +689,7 @@ mod tests {
 
     async fn put(store: &CountingStore, path: &Path, data: Bytes) {
         store
+            .store
             .put(path, PutPayload::from(data))
             .await
             .expect("put object");
@@ -767,8 +706,9 @@ mod tests {
     }
 
     async fn cache(config: ChunkCacheConfig, store: &Arc<CountingStore>) -> ChunkCache {
-        let store: Arc<dyn ObjectStore> = store.clone();
-        ChunkCache::new(config, store).await.expect("build cache")
+        ChunkCache::new(config, store.store.clone())
+            .await
+            .expect("build cache")
     }
 
     /// Total apparent and allocated size of the files under `dir`.
@@ -845,7 +785,7 @@ mod tests {
         let stats = cache.stats();
         assert_eq!(stats.gets, 10);
         assert_eq!(stats.get_bytes, 10_000);
-        assert_eq!(store.get_bytes.load(Ordering::SeqCst), 10_000);
+        assert_eq!(store.get_bytes(), 10_000);
         assert_eq!(stats.get_errors, 0);
     }
 
@@ -985,7 +925,7 @@ mod tests {
         );
 
         // An injected failure on a not yet cached chunk.
-        store.fail.store(true, Ordering::SeqCst);
+        store.set_failing(true);
         let err = cache
             .read(&path, 2048, 1500..1600)
             .await
@@ -998,7 +938,7 @@ mod tests {
             other => panic!("expected a store error, got {other:?}"),
         }
         assert!(!err.is_not_found());
-        store.fail.store(false, Ordering::SeqCst);
+        store.set_failing(false);
         assert_eq!(
             cache.read(&path, 2048, 1500..1600).await.expect("read"),
             data.slice(1500..1600)
@@ -1043,8 +983,7 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_bad_config() {
-        let store = Arc::new(CountingStore::default());
-        let store: Arc<dyn ObjectStore> = store;
+        let store = CountingStore::default().store;
         let err = ChunkCache::new(config(0, 0), store.clone()).await;
         assert!(matches!(err, Err(RemoteError::Config(_))));
         let dir = tempfile::tempdir().expect("tempdir");
