@@ -1,5 +1,7 @@
 //! The `strata` binary.
 
+mod controller_cmd;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -18,9 +20,12 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; size does not matter
 enum Command {
     /// Run a broker (single node on the embedded defaults: 127.0.0.1:9092, ./strata-data).
     Broker(BrokerArgs),
+    /// Run one node of the metadata quorum (Raft over TCP between the --controller-voters).
+    Controller(controller_cmd::ControllerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +40,7 @@ fn main() -> std::process::ExitCode {
         .init();
     match cli.command {
         Command::Broker(args) => run_broker(args),
+        Command::Controller(args) => controller_cmd::run(args),
     }
 }
 

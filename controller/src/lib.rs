@@ -1,10 +1,20 @@
 //! Strata's metadata quorum: cluster metadata as a pure state machine, replica placement, and the
-//! openraft storage that replicates it. See `docs/rfcs/0005-metadata-quorum.md`.
+//! openraft storage that replicates it, the tarpc transport between controller nodes, and a node
+//! as a running service. See `docs/rfcs/0005-metadata-quorum.md`.
 
+pub mod network;
+pub mod node;
 pub mod placement;
 pub mod state;
 pub mod store;
 
+pub use network::AdminClient;
+pub use network::QuorumStatus;
+pub use network::WriteError;
+pub use node::ControllerError;
+pub use node::ControllerNode;
+pub use node::NodeConfig;
+pub use node::RaftTuning;
 pub use placement::place;
 pub use placement::PlacementError;
 pub use state::apply;

@@ -1,5 +1,5 @@
 //! openraft glue for the metadata quorum: the type configuration, the durable log store and the
-//! state machine store. Network transport is a separate concern (not here yet).
+//! state machine store. The transport is in [`crate::network`].
 
 mod file_util;
 pub mod log_store;

@@ -1,0 +1,148 @@
+//! `strata controller`: run one node of the metadata quorum until SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use controller::ControllerNode;
+use controller::NodeConfig;
+use controller::RaftTuning;
+
+/// Flags of `strata controller`.
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    /// This node's id; must be one of --controller-voters.
+    #[arg(long)]
+    pub node_id: u64,
+    /// Address to serve controller RPCs on (HOST:PORT).
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Every voter of the quorum, as ID@HOST:PORT[,ID@HOST:PORT...].
+    #[arg(long = "controller-voters", value_parser = parse_voters)]
+    pub controller_voters: Voters,
+    /// Directory of this node's metadata log and snapshots.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Raft heartbeat interval.
+    #[arg(long, default_value_t = RaftTuning::default().heartbeat_interval_ms)]
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    #[arg(long, default_value_t = RaftTuning::default().election_timeout_min_ms)]
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    #[arg(long, default_value_t = RaftTuning::default().election_timeout_max_ms)]
+    pub election_timeout_max_ms: u64,
+}
+
+/// The parsed value of --controller-voters: id -> address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voters(pub BTreeMap<u64, String>);
+
+/// Parse `1@host:9093,2@host:9094`: ids unique, every address HOST:PORT with a numeric port.
+pub fn parse_voters(s: &str) -> Result<Voters, String> {
+    let mut voters = BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("entry '{entry}' is not ID@HOST:PORT"))?;
+        let id: u64 = id.parse().map_err(|_| {
+            format!("entry '{entry}': node id '{id}' is not a non-negative integer")
+        })?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("entry '{entry}': address '{addr}' is not HOST:PORT"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!(
+                "entry '{entry}': address '{addr}' is not HOST:PORT with a port in 0..=65535"
+            ));
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("no voters given".into());
+    }
+    Ok(Voters(voters))
+}
+
+impl ControllerArgs {
+    /// The node configuration, or a message naming the offending flag.
+    pub fn validate(self) -> Result<NodeConfig, String> {
+        let voters = self.controller_voters.0;
+        if !voters.contains_key(&self.node_id) {
+            let ids: Vec<String> = voters.keys().map(u64::to_string).collect();
+            return Err(format!(
+                "--node-id {} is not one of --controller-voters ({})",
+                self.node_id,
+                ids.join(", ")
+            ));
+        }
+        Ok(NodeConfig {
+            node_id: self.node_id,
+            listen: self.listen,
+            voters,
+            data_dir: self.data_dir,
+            raft: RaftTuning {
+                heartbeat_interval_ms: self.heartbeat_interval_ms,
+                election_timeout_min_ms: self.election_timeout_min_ms,
+                election_timeout_max_ms: self.election_timeout_max_ms,
+                ..RaftTuning::default()
+            },
+        })
+    }
+}
+
+/// Run the controller node; the process exit code.
+pub fn run(args: ControllerArgs) -> std::process::ExitCode {
+    let config = match args.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strata: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let node = ControllerNode::start(config).await?;
+        broker::server::termination_signal().await;
+        tracing::info!("termination signal received");
+        node.shutdown().await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "controller failed");
+            eprintln!("strata: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_voters() {
+        let v = parse_voters("1@127.0.0.1:9093, 2@localhost:9094,3@[::1]:9095").expect("valid");
+        assert_eq!(v.0.len(), 3);
+        assert_eq!(v.0[&3], "[::1]:9095");
+    }
+
+    #[test]
+    fn rejects_bad_voters() {
+        for bad in ["", "1", "x@h:1", "1@h", "1@:9", "1@h:99999", "1@h:1,1@h:2"] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+    }
+}
