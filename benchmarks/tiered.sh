@@ -28,6 +28,8 @@
 #       credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, region from
 #       STRATA_TIERED_S3_REGION (default us-east-1). The bucket must exist; objects go under a new
 #       prefix per run and are not deleted.
+#   STRATA_TIERED_STORE=file   offload to the local filesystem store instead (measures the broker's
+#       remote read path without an S3 server in the way)
 #   S3S_FS        path of the s3s-fs binary (default ~/.cache/strata/s3s-fs-0.14.1/bin/s3s-fs)
 #   PYTHON        python3 for the helper (default python3)
 #   CARGO_TARGET_DIR  where the release binaries are (default <repo>/target)
@@ -124,7 +126,13 @@ trap 'exit 130' INT TERM
 
 # --- object store -------------------------------------------------------------------------------
 RUN_ID="$(date +%s)"
-if [[ -n "${STRATA_TIERED_S3_ENDPOINT:-}" ]]; then
+if [[ "${STRATA_TIERED_STORE:-s3}" == "file" ]]; then
+    # The broker's own read path without an S3 server: the embedded local-filesystem store.
+    S3_ENDPOINT=""
+    OBJECT_STORE="file://$WORK/objects"
+    S3_DESC="local filesystem store (file://), no S3 server"
+    S3_CMD="(none)"
+elif [[ -n "${STRATA_TIERED_S3_ENDPOINT:-}" ]]; then
     S3_ENDPOINT="$STRATA_TIERED_S3_ENDPOINT"
     BUCKET="${STRATA_TIERED_S3_BUCKET:?STRATA_TIERED_S3_BUCKET is needed with STRATA_TIERED_S3_ENDPOINT}"
     : "${AWS_ACCESS_KEY_ID:?AWS_ACCESS_KEY_ID is needed}" "${AWS_SECRET_ACCESS_KEY:?AWS_SECRET_ACCESS_KEY is needed}"
@@ -166,8 +174,9 @@ METRICS="http://127.0.0.1:$MPORT/metrics"
 broker_args() {  # $1 = cache directory
     echo broker --listen "127.0.0.1:$PORT" --advertised-listener "127.0.0.1:$PORT" \
         --data-dir "$WORK/data" --metrics-listen "127.0.0.1:$MPORT" \
-        --object-store "$OBJECT_STORE" --object-store-endpoint "$S3_ENDPOINT" \
-        --object-store-path-style true --object-store-allow-http true --object-store-region "$REGION" \
+        --object-store "$OBJECT_STORE" \
+        ${S3_ENDPOINT:+--object-store-endpoint "$S3_ENDPOINT" --object-store-path-style true} \
+        ${S3_ENDPOINT:+--object-store-allow-http true --object-store-region "$REGION"} \
         --broker-config "segment.bytes=$SEG" --broker-config "local.retention.bytes=$LOCAL_RET" \
         --log-retention-check-interval-ms 1000 \
         --remote-task-interval-ms 200 --remote-upload-part-bytes "${STRATA_TIERED_PART_BYTES:-$((128 << 20))}" \
