@@ -484,8 +484,12 @@ impl PartitionLog for SegmentLog {
             return Ok(());
         }
         let new_base = self.log_end_offset();
+        let sealed_base = self.active().base_offset();
         self.active_mut().flush()?;
         self.producers.write_snapshot(&self.dir, new_base)?;
+        // Keep one snapshot per segment boundary: the ones taken inside the sealed segment (at
+        // clean shutdowns) are superseded by the one at its end.
+        delete_snapshots(&self.dir, |o| o > sealed_base && o < new_base)?;
         let segment = Segment::create(&self.dir, new_base)?;
         self.segments.push(segment);
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
@@ -540,6 +544,9 @@ impl PartitionLog for SegmentLog {
     fn close(&mut self) -> Result<(), LogError> {
         self.flush()?;
         let log_end = self.log_end_offset();
-        self.producers.write_snapshot(&self.dir, log_end)
+        let active_base = self.active().base_offset();
+        self.producers.write_snapshot(&self.dir, log_end)?;
+        // Earlier shutdown snapshots inside the active segment are superseded by this one.
+        delete_snapshots(&self.dir, |o| o > active_base && o < log_end)
     }
 }

@@ -246,4 +246,24 @@ mod log_tests {
         assert_eq!(log.log_start_offset(), 8);
         assert_eq!(log.local_retention_boundary(now, 1, -1, 8), 8);
     }
+
+    #[test]
+    fn one_producer_snapshot_is_kept_per_segment_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = batch(2).len() as u64;
+        let config = LogConfig {
+            segment_bytes: 3 * size,
+            ..LogConfig::default()
+        };
+        // Append and close repeatedly: each close writes a snapshot at the log end.
+        for _ in 0..4 {
+            let mut log = SegmentLog::open(dir.path(), config.clone()).unwrap();
+            let mut b = batch(2);
+            log.append_batch(&mut b, 0, 0).unwrap();
+            log.close().unwrap();
+        }
+        // 4 batches of 2: segments [0,6) sealed, [6,8) active; snapshots at 6 (the boundary) and 8.
+        let snaps = crate::producer_state::list_snapshots(dir.path()).unwrap();
+        assert_eq!(snaps, vec![6, 8]);
+    }
 }
