@@ -32,6 +32,9 @@ pub struct ControllerArgs {
     /// Upper bound of the randomized election timeout.
     #[arg(long, default_value_t = RaftTuning::default().election_timeout_max_ms)]
     pub election_timeout_max_ms: u64,
+    /// A broker whose heartbeats stop for this long is fenced (`broker.session.timeout.ms`).
+    #[arg(long, default_value_t = controller::node::DEFAULT_BROKER_SESSION_TIMEOUT_MS)]
+    pub broker_session_timeout_ms: i64,
 }
 
 /// The parsed value of --controller-voters: id -> address.
@@ -89,6 +92,7 @@ impl ControllerArgs {
                 election_timeout_max_ms: self.election_timeout_max_ms,
                 ..RaftTuning::default()
             },
+            broker_session_timeout_ms: self.broker_session_timeout_ms,
         })
     }
 }

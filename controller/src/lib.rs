@@ -5,6 +5,7 @@
 pub mod network;
 pub mod node;
 pub mod placement;
+pub mod sessions;
 pub mod state;
 pub mod store;
 

@@ -73,11 +73,22 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Raft timing.
     pub raft: RaftTuning,
+    /// A broker silent for longer than this is fenced by the leader (`broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: i64,
 }
+
+/// Kafka's default `broker.session.timeout.ms`.
+pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: i64 = 9_000;
 
 impl NodeConfig {
     /// Check the configuration once, with a message naming what is wrong.
     pub fn validate(&self) -> Result<(), ControllerError> {
+        if self.broker_session_timeout_ms < 100 {
+            return Err(ControllerError::Config(format!(
+                "broker session timeout {} ms is below 100 ms",
+                self.broker_session_timeout_ms
+            )));
+        }
         if self.voters.is_empty() {
             return Err(ControllerError::Config("no voters configured".into()));
         }
@@ -157,6 +168,7 @@ pub struct ControllerNode {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
+    sessions: JoinHandle<()>,
 }
 
 impl ControllerNode {
@@ -201,6 +213,13 @@ impl ControllerNode {
             },
             shutdown.clone(),
         ));
+        let sessions = tokio::spawn(crate::sessions::run_session_timer(
+            config.node_id,
+            raft.clone(),
+            sm.clone(),
+            config.broker_session_timeout_ms,
+            shutdown.clone(),
+        ));
         let node = Self {
             node_id: config.node_id,
             raft,
@@ -208,6 +227,7 @@ impl ControllerNode {
             local_addr,
             shutdown,
             server,
+            sessions,
         };
         tracing::info!(node_id = node.node_id, listen = %local_addr, voters = ?config.voters, "controller node started");
         if let Err(e) = node.initialize_once(&config.voters).await {
@@ -279,6 +299,9 @@ impl ControllerNode {
         if let Err(e) = self.server.await {
             tracing::warn!(error = %e, "controller RPC server task failed");
         }
+        if let Err(e) = self.sessions.await {
+            tracing::warn!(error = %e, "broker session timer task failed");
+        }
         self.raft
             .shutdown()
             .await
@@ -302,6 +325,7 @@ mod tests {
             voters: voters.iter().map(|(id, a)| (*id, a.to_string())).collect(),
             data_dir: PathBuf::from("unused"),
             raft: RaftTuning::default(),
+            broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
         }
     }
 

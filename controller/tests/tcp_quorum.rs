@@ -82,6 +82,7 @@ async fn start(
         voters: voters.clone(),
         data_dir: dir.to_path_buf(),
         raft: raft.clone(),
+        broker_session_timeout_ms: controller::node::DEFAULT_BROKER_SESSION_TIMEOUT_MS,
     })
     .await
     .expect("start")
