@@ -298,6 +298,9 @@ impl RemoteTier {
             return;
         }
         let epoch = p.leader_epoch;
+        if let Err(e) = remote.ensure_loaded().await {
+            return self.failed(&label, "loading the remote manifest", &e);
+        }
         // 1. Upload sealed, durable segments in order.
         // With nothing offloaded yet, start from the first sealed segment, even if the log start
         // lies inside it; the manifest then records that log start with the first upload.

@@ -224,7 +224,8 @@ impl ManifestStore {
         &self.key
     }
 
-    async fn reload(&mut self) -> Result<Option<RemoteManifest>, RemoteError> {
+    /// Reads the stored manifest again (and remembers its version for the next conditional write).
+    pub async fn reload(&mut self) -> Result<Option<RemoteManifest>, RemoteError> {
         let got = match self.store.get(&self.key).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {

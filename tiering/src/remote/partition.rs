@@ -74,6 +74,9 @@ pub struct RemotePartition {
     indexes: Mutex<HashMap<SegmentId, Arc<IndexesBundle>>>,
     /// The segment whose start was last prefetched for a sequential reader.
     prefetched: Mutex<Option<SegmentId>>,
+    /// Whether the manifest was read from the store (false for [`RemotePartition::new_empty`]
+    /// until [`RemotePartition::ensure_loaded`] succeeds).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl RemotePartition {
@@ -96,6 +99,7 @@ impl RemotePartition {
             writer: tokio::sync::Mutex::new(writer),
             indexes: Mutex::new(HashMap::new()),
             prefetched: Mutex::new(None),
+            loaded: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -116,7 +120,26 @@ impl RemotePartition {
             manifest: RwLock::new(RemoteManifest::new(topic_id, partition, leader_epoch)),
             indexes: Mutex::new(HashMap::new()),
             prefetched: Mutex::new(None),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Reads the manifest from the store if this tier was created without reading it (a new
+    /// partition, or one whose manifest could not be read at start). One GET, then never again.
+    pub async fn ensure_loaded(&self) -> Result<(), RemoteError> {
+        use std::sync::atomic::Ordering;
+        if self.loaded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut writer = self.writer.lock().await;
+        if self.loaded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(stored) = writer.reload().await? {
+            *self.manifest.write() = stored;
+        }
+        self.loaded.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// A copy of the current manifest.

@@ -435,3 +435,24 @@ async fn the_first_upload_records_a_log_start_inside_the_first_segment() {
         Err(RemoteError::NotOffloaded { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_tier_created_without_reading_finds_the_stored_manifest() {
+    let s = setup(40, 64 << 20).await;
+    let remote = RemotePartition::open(s.ctx.clone(), s.topic, 0, 0)
+        .await
+        .unwrap();
+    upload_all(&s, &remote, 0).await;
+    // At start the store was down, so the partition got an empty tier without a read.
+    let lazy = RemotePartition::new_empty(s.ctx.clone(), s.topic, 0, 0);
+    assert_eq!(lazy.end_offset(), None);
+    s.faulty.set_down(true);
+    assert!(lazy.ensure_loaded().await.is_err());
+    s.faulty.set_down(false);
+    lazy.ensure_loaded().await.unwrap();
+    assert_eq!(lazy.manifest(), remote.manifest());
+    assert_eq!(
+        read_everything(&lazy, 0, 4096).await,
+        read_everything(&remote, 0, 4096).await
+    );
+}
