@@ -151,6 +151,7 @@ impl Broker {
             broker.config.broker.log_retention_check_interval_ms,
         ));
         broker.logs.refresh_disk_usage();
+        broker.logs.spawn_disk_refresh(Duration::from_secs(1));
         if let Some(tier) = remote {
             let b = broker.clone();
             broker.logs.spawn_task(move |cancel| tier.run(b, cancel));

@@ -4,7 +4,7 @@
 //!
 //! Two limits: the bytes of all local partition data (`local_disk_limit_bytes`, 0 = none) and the
 //! free space left on the data directory's filesystem (`local_disk_min_free_bytes`). Usage is
-//! re-measured every refresh (the offload task calls it) and raised by every append in between, so
+//! re-measured every second (and after every offload pass) and raised by every append in between, so
 //! the limit holds even under a burst.
 
 use std::path::{Path, PathBuf};

@@ -243,6 +243,27 @@ impl LogManager {
         }
     }
 
+    /// Re-measures local disk use for the disk limit every `interval` until shutdown.
+    pub fn spawn_disk_refresh(self: &Arc<Self>, interval: Duration) {
+        let this = self.clone();
+        let cancel = self.cancel.child_token();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let logs = this.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || logs.refresh_disk_usage()).await
+                {
+                    tracing::warn!(error = %e, "disk usage refresh failed");
+                }
+            }
+        });
+    }
+
     /// Runs retention on every partition every `interval` until shutdown.
     pub fn spawn_retention(self: &Arc<Self>, interval: Duration) {
         let this = self.clone();

@@ -270,6 +270,7 @@ impl RemoteTier {
             .buffer_unordered(self.concurrency)
             .collect::<Vec<()>>()
             .await;
+        // Offloading may have freed local space: let produce in again without waiting.
         broker.logs.refresh_disk_usage();
         self.delete_pending_topics(broker).await;
         self.publish_metadata(broker).await;

@@ -293,3 +293,31 @@ def test_embedded_default_tiers_to_the_local_filesystem(broker_factory, topic_na
     # And after a restart (the manifest is re-read, not the directory listed).
     b.restart()
     check_range(b.bootstrap, topic_name, 0, 1000)
+
+
+def test_local_disk_limit_refuses_produce_and_recovers_without_tiering(broker_factory, topic_name):
+    # No object store: only retention or DeleteRecords can free space; the guard still protects the disk.
+    limit = 1024 * 1024
+    b = broker_factory("--object-store", "off", "--broker-config", f"segment.bytes={SEGMENT}",
+                       "--local-disk-limit-bytes", str(limit))
+    adm = admin(b.bootstrap)
+    create_topic(adm, topic_name)
+    p = producer(b.bootstrap, **{"message.timeout.ms": 3000, "batch.size": 16384})
+    for i in range(12_000):  # about 2.4 MB
+        p.produce(topic_name, value=value_of(i), partition=0)
+    p.producer.flush(30)
+    failed = [d for d in p.deliveries if d.error is not None]
+    assert failed, "produce past the local disk limit was accepted"
+    assert "local disk limit reached" in b.stderr_tail(400)
+    delivered = len(p.deliveries) - len(failed)
+    assert delivered * 150 < 2 * limit
+    # Freeing space (DeleteRecords up to the high watermark) lets produce in again.
+    high = watermarks(b.bootstrap, topic_name, 0)[1]
+    wait_futures(adm.delete_records([TopicPartition(topic_name, 0, high)]))
+
+    def accepted():
+        q = producer(b.bootstrap, **{"message.timeout.ms": 2000})
+        q.produce(topic_name, value=b"after", partition=0)
+        q.producer.flush(10)
+        return all(d.error is None for d in q.deliveries) and q.deliveries
+    wait_until(accepted, "produce to be accepted after space was freed", timeout=20)
