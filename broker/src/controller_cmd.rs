@@ -99,37 +99,12 @@ impl ControllerArgs {
 
 /// Run the controller node; the process exit code.
 pub fn run(args: ControllerArgs) -> std::process::ExitCode {
-    let config = match args.validate() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("strata: configuration error: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("strata: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
+    crate::run_service(args.validate(), "controller", |config| async move {
         let node = ControllerNode::start(config).await?;
         broker::server::termination_signal().await;
         tracing::info!("termination signal received");
         node.shutdown().await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "controller failed");
-            eprintln!("strata: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 #[cfg(test)]

@@ -243,8 +243,12 @@ impl LogManager {
         }
     }
 
-    /// Re-measures local disk use for the disk limit every `interval` until shutdown.
-    pub fn spawn_disk_refresh(self: &Arc<Self>, interval: Duration) {
+    /// Runs `pass` every `interval` until shutdown.
+    fn spawn_periodic<F, Fut>(self: &Arc<Self>, interval: Duration, mut pass: F)
+    where
+        F: FnMut(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let this = self.clone();
         let cancel = self.cancel.child_token();
         self.tasks.spawn(async move {
@@ -255,37 +259,32 @@ impl LogManager {
                     _ = cancel.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let logs = this.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || logs.refresh_disk_usage()).await
-                {
-                    tracing::warn!(error = %e, "disk usage refresh failed");
-                }
+                pass(this.clone()).await;
+            }
+        });
+    }
+
+    /// Re-measures local disk use for the disk limit every `interval` until shutdown.
+    pub fn spawn_disk_refresh(self: &Arc<Self>, interval: Duration) {
+        self.spawn_periodic(interval, |logs| async move {
+            if let Err(e) = tokio::task::spawn_blocking(move || logs.refresh_disk_usage()).await {
+                tracing::warn!(error = %e, "disk usage refresh failed");
             }
         });
     }
 
     /// Runs retention on every partition every `interval` until shutdown.
     pub fn spawn_retention(self: &Arc<Self>, interval: Duration) {
-        let this = self.clone();
-        let cancel = self.cancel.child_token();
-        self.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                let now = now_ms();
-                for p in this.all() {
-                    let p2 = p.clone();
-                    match tokio::task::spawn_blocking(move || p2.apply_retention(now)).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            tracing::warn!(partition = %p.label(), error = %e, "retention failed")
-                        }
-                        Err(e) => tracing::warn!(error = %e, "retention task failed"),
+        self.spawn_periodic(interval, |logs| async move {
+            let now = now_ms();
+            for p in logs.all() {
+                let p2 = p.clone();
+                match tokio::task::spawn_blocking(move || p2.apply_retention(now)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(partition = %p.label(), error = %e, "retention failed")
                     }
+                    Err(e) => tracing::warn!(error = %e, "retention task failed"),
                 }
             }
         });

@@ -45,7 +45,31 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run_broker(args: BrokerArgs) -> std::process::ExitCode {
-    let config = match BrokerConfig::load(&args).and_then(BrokerConfig::validate) {
+    let config = BrokerConfig::load(&args).and_then(BrokerConfig::validate);
+    run_service(config, "broker", |config| async move {
+        let server = Server::start(config).await?;
+        let shutdown = server.shutdown.clone();
+        tokio::spawn(async move {
+            termination_signal().await;
+            tracing::info!("termination signal received");
+            shutdown.cancel();
+        });
+        server.run().await
+    })
+}
+
+/// Runs `service` on a multi-threaded runtime: exit code 2 for a configuration error (printed once,
+/// naming the key), 1 if the service fails, 0 after a clean stop.
+fn run_service<C, E, Fut>(
+    config: Result<C, impl std::fmt::Display>,
+    name: &str,
+    service: impl FnOnce(C) -> Fut,
+) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
+{
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("strata: configuration error: {e}");
@@ -62,20 +86,10 @@ fn run_broker(args: BrokerArgs) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        let server = Server::start(config).await?;
-        let shutdown = server.shutdown.clone();
-        tokio::spawn(async move {
-            termination_signal().await;
-            tracing::info!("termination signal received");
-            shutdown.cancel();
-        });
-        server.run().await
-    });
-    match result {
+    match runtime.block_on(service(config)).map_err(Into::into) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "broker failed");
+            tracing::error!(error = format!("{e:#}"), "{name} failed");
             eprintln!("strata: {e:#}");
             std::process::ExitCode::FAILURE
         }
