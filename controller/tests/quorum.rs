@@ -2,14 +2,15 @@
 //! elect, write through the leader, see it applied everywhere, lose the leader, elect again, write
 //! again.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use controller::state::Listener;
+use common::{eventually, register_broker};
 use controller::state::PartitionAssignment;
 use controller::Command;
 use controller::MetadataRaft;
@@ -157,35 +158,6 @@ async fn cluster(
     let live: BTreeSet<u64> = (1..=3).collect();
     let leader = eventually("first leader", async || agreed_leader(&nodes, &live).await).await;
     (dirs, nodes, leader)
-}
-
-fn register_broker(broker_id: i32) -> Command {
-    Command::RegisterBroker {
-        broker_id,
-        incarnation_id: Uuid::new_v4(),
-        listeners: vec![Listener {
-            name: "PLAINTEXT".into(),
-            host: "127.0.0.1".into(),
-            port: 9092,
-        }],
-        rack: None,
-        now_ms: 0,
-    }
-}
-
-/// Poll `f` every 20 ms until it returns `Some`, or panic after 10 s naming `what`.
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The leader all `live` nodes agree on, if any.

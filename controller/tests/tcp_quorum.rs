@@ -3,12 +3,14 @@
 //! re-election after the leader stops; a follower that missed a purged stretch of the log catches up
 //! by a snapshot sent over TCP.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use common::{eventually, register_broker};
 use controller::network::AdminError;
-use controller::state::Listener;
 use controller::AdminClient;
 use controller::Command;
 use controller::ControllerNode;
@@ -20,35 +22,6 @@ use openraft::async_runtime::watch::WatchReceiver;
 use uuid::Uuid;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
-
-fn register_broker(broker_id: i32) -> Command {
-    Command::RegisterBroker {
-        broker_id,
-        incarnation_id: Uuid::new_v4(),
-        listeners: vec![Listener {
-            name: "PLAINTEXT".into(),
-            host: "127.0.0.1".into(),
-            port: 9092,
-        }],
-        rack: None,
-        now_ms: 0,
-    }
-}
-
-/// Poll `f` every 20 ms until it returns `Some`, or panic after 10 s naming `what`.
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn leader_of(nodes: &BTreeMap<u64, ControllerNode>) -> Option<u64> {
     let mut leaders = Vec::new();
