@@ -307,13 +307,17 @@ impl RemoteTier {
         // lies inside it; the manifest then records that log start with the first upload.
         // A topic that turned `remote.storage.enable` off keeps its offloaded history readable and
         // subject to total retention, but uploads nothing more (local retention applies as usual).
-        let uploading = p.settings().remote_storage;
+        let settings = p.settings();
+        let uploading = settings.remote_storage;
         let from = remote.end_offset().unwrap_or(0);
         let log_start = p.log_start_offset();
-        let limit = if uploading { UPLOADS_PER_PASS } else { 0 };
-        let segments = match p.sealed_for_upload(from, limit) {
-            Ok(s) => s,
-            Err(e) => return self.failed(&label, "listing sealed segments", &e),
+        let segments = if uploading {
+            match p.sealed_for_upload(from, UPLOADS_PER_PASS) {
+                Ok(s) => s,
+                Err(e) => return self.failed(&label, "listing sealed segments", &e),
+            }
+        } else {
+            Vec::new()
         };
         if let (Some(end), Some(first)) = (remote.end_offset(), segments.first()) {
             if first.base_offset != end {
@@ -360,47 +364,36 @@ impl RemoteTier {
         let Some(end) = remote.end_offset() else {
             return;
         };
-        if !uploading {
-            let settings = p.settings();
-            if let Err(e) = remote
-                .apply_retention(
-                    now_ms(),
-                    settings.log.retention_ms,
-                    settings.log.retention_bytes,
-                    p.local_size(),
-                    epoch,
-                )
-                .await
-            {
-                return self.failed(&label, "remote retention", &e);
-            }
-            if let Err(e) = remote.collect_garbage(epoch).await {
-                self.failed(&label, "remote garbage collection", &e);
-            }
-            return;
-        }
-        let settings = p.settings();
+        // Local bytes counted by total retention besides the remote ones: those not offloaded yet,
+        // or all of them once uploads stopped.
+        let local_only = if uploading {
+            p.local_bytes_from(end)
+        } else {
+            p.local_size()
+        };
         let now = now_ms();
         if let Err(e) = remote
             .apply_retention(
                 now,
                 settings.log.retention_ms,
                 settings.log.retention_bytes,
-                p.local_bytes_from(end),
+                local_only,
                 epoch,
             )
             .await
         {
             return self.failed(&label, "remote retention", &e);
         }
-        let log_start = p.log_start_offset();
-        let p2 = p.clone();
-        match tokio::task::spawn_blocking(move || p2.apply_local_retention(now, end, log_start))
-            .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return self.failed(&label, "local retention", &e),
-            Err(e) => return self.failed(&label, "local retention task", &e),
+        if uploading {
+            let log_start = p.log_start_offset();
+            let p2 = p.clone();
+            match tokio::task::spawn_blocking(move || p2.apply_local_retention(now, end, log_start))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return self.failed(&label, "local retention", &e),
+                Err(e) => return self.failed(&label, "local retention task", &e),
+            }
         }
         // 3. Delete the objects of segments that left the log.
         match remote.collect_garbage(epoch).await {

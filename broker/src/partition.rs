@@ -640,24 +640,6 @@ impl Partition {
         self.log.read().offset_for_leader_epoch(epoch)
     }
 
-    /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark).
-    pub fn delete_records(&self, offset: i64) -> Result<i64, BrokerError> {
-        let mut log = self.log.write();
-        let hw = self.high_watermark().min(log.log_end_offset());
-        let target = if offset == -1 { hw } else { offset };
-        if target < 0 || target > hw {
-            return Err(self.log_err(LogError::OffsetOutOfRange {
-                offset: target,
-                log_start: log.log_start_offset(),
-                log_end: hw,
-            }));
-        }
-        if target > log.log_start_offset() {
-            log.purge_prefix(target).map_err(|e| self.log_err(e))?;
-        }
-        Ok(log.log_start_offset())
-    }
-
     /// Applies time and size retention (a tiered partition's retention is run by the offload task).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
         if self.remote().is_some() && self.settings.read().remote_storage {

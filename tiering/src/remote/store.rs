@@ -13,7 +13,6 @@
 //! PUTs-per-GB figures in the benchmarks.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -518,18 +517,6 @@ pub async fn get_bytes(
         .map_err(RemoteError::store(format!("read {path}")))
 }
 
-/// Reads `range` of an object.
-pub async fn get_range(
-    store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    range: Range<u64>,
-) -> Result<bytes::Bytes, RemoteError> {
-    store
-        .get_range(path, range.clone())
-        .await
-        .map_err(RemoteError::store(format!("get {path} bytes {range:?}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,7 +604,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&get_bytes(&store, &key).await.unwrap()[..], b"three");
-        assert_eq!(&get_range(&store, &key, 1..3).await.unwrap()[..], b"hr");
+        assert_eq!(&store.get_range(&key, 1..3).await.unwrap()[..], b"hr");
         let stats = &opened.stats;
         assert_eq!(stats.puts.load(Ordering::Relaxed), 5);
         assert_eq!(stats.gets.load(Ordering::Relaxed), 2);
