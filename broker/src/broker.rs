@@ -5,21 +5,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use controller::state::{Command, Outcome, PartitionAssignment};
+use parking_lot::RwLock;
 use tiering::remote::RemotePartition;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::cluster::{ClusterLink, ClusterView, TopicView};
 use crate::config::RuntimeConfig;
 use crate::disk_guard::DiskGuard;
 use crate::error::BrokerError;
 use crate::group::consumer::ConsumerConfig;
 use crate::group::{CoordinatorConfig, GroupCoordinator, SystemClock};
 use crate::log_manager::LogManager;
-use crate::metadata_store::{MetadataStore, TopicRecord, PRODUCER_ID_BLOCK};
+use crate::metadata_store::{MetadataStore, PRODUCER_ID_BLOCK};
 use crate::metrics::Metrics;
 use crate::offload::RemoteTier;
 use crate::partition::Partition;
-use crate::topic_config::{validate_topic_overrides, BrokerLayers, TopicSettings};
+use crate::topic_config::{validate_topic_overrides, BrokerLayers};
 
 /// Topics the broker writes itself; clients may read them but never produce to, create or delete them.
 pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
@@ -44,9 +47,10 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The group coordinator (consumer groups and committed offsets).
     pub groups: Arc<GroupCoordinator>,
-    metadata: Mutex<MetadataStore>,
-    layers: RwLock<BrokerLayers>,
-    producer_ids: Mutex<ProducerIdRange>,
+    /// The metadata quorum: writes, and the metadata view handlers read.
+    pub cluster: Arc<ClusterLink>,
+    pub(crate) layers: RwLock<BrokerLayers>,
+    producer_ids: tokio::sync::Mutex<ProducerIdRange>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -75,23 +79,81 @@ pub struct CreatedTopic {
 }
 
 impl Broker {
-    /// Opens the metadata store and every partition log under the data dir, without tiered storage.
-    pub fn open(config: RuntimeConfig) -> Result<Arc<Self>, BrokerError> {
-        Self::open_tiered(config, None, HashMap::new())
+    /// Starts a broker without tiered storage: its embedded controller, registration, and every
+    /// partition it hosts (tests; the binary goes through `Server::start`).
+    pub async fn open(config: RuntimeConfig) -> Result<Arc<Self>, BrokerError> {
+        let cluster = ClusterLink::start(&config).await?;
+        Self::join(config, cluster, None, &CancellationToken::new()).await
     }
 
-    /// Opens the broker with its remote tier (opened and prepared by `RemoteTier::open` and
-    /// `RemoteTier::prepare`), and starts the offload task.
-    pub fn open_tiered(
+    /// Registers with the metadata quorum, initializes the cluster if it is new (importing a
+    /// single-node `metadata.json` or the object store's metadata copy), prepares the remote tier
+    /// of the partitions this broker hosts, opens them and starts the background tasks.
+    pub async fn join(
         config: RuntimeConfig,
+        cluster: Arc<ClusterLink>,
+        remote: Option<Arc<RemoteTier>>,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let index = cluster.register(cancel).await?;
+        cluster.wait_applied(index).await?;
+        let data_dir = config.broker.data_dir.clone();
+        if cluster.read_state(|st| st.cluster_id.is_none()) {
+            let legacy = if MetadataStore::exists(&data_dir) {
+                Some(MetadataStore::open(&data_dir, None)?.state().clone())
+            } else if let Some(tier) = &remote {
+                tier.metadata_copy().await?
+            } else {
+                None
+            };
+            let import = legacy
+                .as_ref()
+                .map(|l| crate::cluster::import_from_legacy(l, cluster.broker_id()));
+            let cluster_id = legacy
+                .as_ref()
+                .map(|l| l.cluster_id.clone())
+                .or_else(|| config.broker.cluster_id.clone())
+                .unwrap_or_else(crate::metadata_store::new_cluster_id);
+            let (id, newly, index) = cluster.init_cluster(cluster_id, import).await?;
+            cluster.wait_applied(index).await?;
+            if newly {
+                tracing::info!(cluster_id = %id, imported = legacy.is_some(), "initialized the cluster");
+                if MetadataStore::exists(&data_dir) {
+                    MetadataStore::retire(&data_dir)?;
+                }
+            }
+        }
+        let view = cluster.read_state(|st| ClusterView::from_state(st, index));
+        let loaded = match &remote {
+            Some(tier) => {
+                tier.prepare(&config.broker, &view, cluster.broker_id())
+                    .await?
+            }
+            None => HashMap::new(),
+        };
+        let config2 = config;
+        let cluster2 = cluster.clone();
+        tokio::task::spawn_blocking(move || Self::open_logs(config2, cluster2, remote, loaded))
+            .await
+            .map_err(|e| BrokerError::MetadataIo(format!("storage startup task failed: {e}")))?
+    }
+
+    fn open_logs(
+        config: RuntimeConfig,
+        cluster: Arc<ClusterLink>,
         remote: Option<Arc<RemoteTier>>,
         loaded_remote: HashMap<(Uuid, i32), Arc<RemotePartition>>,
     ) -> Result<Arc<Self>, BrokerError> {
         let data_dir = config.broker.data_dir.clone();
-        let store = MetadataStore::open(&data_dir, config.broker.cluster_id.as_deref())?;
+        let index = cluster
+            .controller()
+            .state()
+            .last_applied()
+            .map_or(0, |l| l.index);
+        let view = cluster.read_state(|st| ClusterView::from_state(st, index));
         let mut layers = BrokerLayers::from_config(&config.broker);
-        layers.dynamic_default = store.state().broker_dynamic_default.clone();
-        layers.dynamic_broker = store.state().broker_dynamic.clone();
+        layers.dynamic_default = view.cluster_configs.clone();
+        layers.dynamic_broker = view.broker_configs_of(config.broker.node_id);
         let disk = Arc::new(DiskGuard::new(
             &data_dir,
             config.broker.local_disk_limit_bytes,
@@ -103,14 +165,12 @@ impl Broker {
             loaded_remote,
             disk,
         ));
-        let known: HashMap<String, Uuid> = store
-            .state()
+        let known: HashMap<String, Uuid> = view
             .topics
             .values()
             .map(|t| (t.name.clone(), t.id))
             .collect();
         logs.clean_orphans(&known)?;
-        let topics: Vec<TopicRecord> = store.state().topics.values().cloned().collect();
         let groups = Arc::new(GroupCoordinator::new(
             CoordinatorConfig {
                 offsets_topic_num_partitions: config.broker.offsets_topic_num_partitions,
@@ -133,20 +193,24 @@ impl Broker {
             metrics: Metrics::new(),
             groups,
             logs,
-            metadata: Mutex::new(store),
+            cluster,
             layers: RwLock::new(layers),
-            producer_ids: Mutex::new(ProducerIdRange::default()),
+            producer_ids: tokio::sync::Mutex::new(ProducerIdRange::default()),
             config,
         });
-        for t in topics {
-            let settings = broker.layers.read().topic_settings(&t.configs);
-            for i in 0..t.partitions {
-                broker
-                    .logs
-                    .open_partition(&t.name, t.id, i, settings.clone())?;
-            }
-        }
+        crate::cluster::reconcile(&broker, None, &view)?;
+        broker.cluster.publish(view);
         broker.groups.load(&broker)?;
+        {
+            let b = broker.clone();
+            broker
+                .logs
+                .spawn_task(move |cancel| crate::cluster::run_reconciler(b, cancel));
+            let link = broker.cluster.clone();
+            broker
+                .logs
+                .spawn_task(move |cancel| link.run_heartbeats(cancel));
+        }
         broker.logs.spawn_retention(Duration::from_millis(
             broker.config.broker.log_retention_check_interval_ms,
         ));
@@ -164,36 +228,35 @@ impl Broker {
         self.config.broker.node_id
     }
 
+    /// The current metadata view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.cluster.view()
+    }
+
     /// The cluster id.
     pub fn cluster_id(&self) -> String {
-        self.metadata.lock().state().cluster_id.clone()
+        self.view().cluster_id.clone()
+    }
+
+    /// Whether this broker's embedded controller is the active one (it runs the cluster-wide
+    /// chores: the object store metadata copy and deleted topics' objects).
+    pub fn is_active_controller(&self) -> bool {
+        self.cluster.controller_id() == Some(self.node_id())
     }
 
     /// All topics.
-    pub fn topics(&self) -> Vec<TopicRecord> {
-        self.metadata
-            .lock()
-            .state()
-            .topics
-            .values()
-            .cloned()
-            .collect()
+    pub fn topics(&self) -> Vec<TopicView> {
+        self.view().topics.values().cloned().collect()
     }
 
     /// One topic by name.
-    pub fn topic(&self, name: &str) -> Option<TopicRecord> {
-        self.metadata.lock().state().topics.get(name).cloned()
+    pub fn topic(&self, name: &str) -> Option<TopicView> {
+        self.view().topics.get(name).cloned()
     }
 
     /// One topic by id.
-    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicRecord> {
-        self.metadata
-            .lock()
-            .state()
-            .topics
-            .values()
-            .find(|t| t.id == id)
-            .cloned()
+    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicView> {
+        self.view().topic_by_id(id).cloned()
     }
 
     /// The broker's configuration layers (for DescribeConfigs).
@@ -201,9 +264,25 @@ impl Broker {
         self.layers.read().clone()
     }
 
-    /// A hosted partition.
+    /// A partition hosted here, led or not.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.logs.get(topic, index)
+    }
+
+    /// A partition this broker leads: UNKNOWN_TOPIC_OR_PARTITION if the cluster has no such
+    /// partition, NOT_LEADER_OR_FOLLOWER if another broker (or none) leads it.
+    pub fn leader_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
+        let view = self.view();
+        let label = || format!("{topic}-{index}");
+        let p = view
+            .partition(topic, index)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(label()))?;
+        if p.leader != self.node_id() {
+            return Err(BrokerError::NotLeader(label()));
+        }
+        self.logs
+            .get(topic, index)
+            .ok_or_else(|| BrokerError::NotLeader(label()))
     }
 
     /// Checks a topic name the way Kafka does.
@@ -229,8 +308,55 @@ impl Broker {
         Ok(())
     }
 
-    /// Creates a topic (or only validates the request with `validate_only`).
-    pub fn create_topic(
+    /// Replica sets for `count` new partitions of replication factor `rf`, balanced over the
+    /// unfenced brokers, or checked explicit `assignments`.
+    fn assignments(
+        &self,
+        count: i32,
+        rf: i16,
+        explicit: Option<Vec<Vec<i32>>>,
+    ) -> Result<Vec<PartitionAssignment>, BrokerError> {
+        if rf != 1 {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "replication factor {rf}: partition replication is not implemented yet, use 1"
+            )));
+        }
+        if let Some(sets) = explicit {
+            let view = self.view();
+            for (i, set) in sets.iter().enumerate() {
+                if set.len() != 1 {
+                    return Err(BrokerError::InvalidReplicationFactor(format!(
+                        "assignment of partition {i} has {} replicas: partition replication is not implemented yet, use 1",
+                        set.len()
+                    )));
+                }
+                if let Some(b) = set.iter().find(|b| !view.brokers.contains_key(b)) {
+                    return Err(BrokerError::InvalidReplicaAssignment(format!(
+                        "assignment of partition {i} names broker {b}, which is not registered"
+                    )));
+                }
+            }
+            return Ok(sets
+                .into_iter()
+                .map(|replicas| PartitionAssignment { replicas })
+                .collect());
+        }
+        let n = u32::try_from(count).map_err(|_| {
+            BrokerError::InvalidPartitions(format!("partition count {count} is negative"))
+        })?;
+        let sets = self
+            .cluster
+            .read_state(|st| controller::place(st, n, 1, &st.all_replica_sets()))
+            .map_err(|e| BrokerError::InvalidReplicationFactor(e.to_string()))?;
+        Ok(sets
+            .into_iter()
+            .map(|replicas| PartitionAssignment { replicas })
+            .collect())
+    }
+
+    /// Creates a topic (or only validates the request with `validate_only`). `assignments` gives
+    /// explicit replica sets (one per partition) instead of a count.
+    pub async fn create_topic(
         &self,
         name: &str,
         num_partitions: i32,
@@ -238,11 +364,32 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<CreatedTopic, BrokerError> {
+        self.create_topic_with(
+            name,
+            num_partitions,
+            replication_factor,
+            None,
+            configs,
+            validate_only,
+        )
+        .await
+    }
+
+    /// [`Broker::create_topic`] with optional explicit replica sets.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        explicit: Option<Vec<Vec<i32>>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<CreatedTopic, BrokerError> {
         Self::validate_topic_name(name)?;
-        let partitions = if num_partitions == -1 {
-            self.config.broker.num_partitions
-        } else {
-            num_partitions
+        let partitions = match &explicit {
+            Some(sets) => i32::try_from(sets.len()).unwrap_or(i32::MAX),
+            None if num_partitions == -1 => self.config.broker.num_partitions,
+            None => num_partitions,
         };
         if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
             return Err(BrokerError::InvalidPartitions(format!(
@@ -254,18 +401,12 @@ impl Broker {
         } else {
             replication_factor
         };
-        if rf != 1 {
-            return Err(BrokerError::InvalidReplicationFactor(format!(
-                "replication factor {rf} is larger than the 1 available broker"
-            )));
-        }
         validate_topic_overrides(&configs)?;
-        let mut md = self.metadata.lock();
-        if md.state().topics.contains_key(name) {
+        let view = self.view();
+        if view.topics.contains_key(name) {
             return Err(BrokerError::TopicAlreadyExists(name.to_string()));
         }
-        let collides = md
-            .state()
+        let collides = view
             .topics
             .keys()
             .any(|t| t.replace('.', "_") == name.replace('.', "_"));
@@ -274,6 +415,7 @@ impl Broker {
                 "topic {name:?} collides with an existing topic ('.' and '_' collide)"
             )));
         }
+        let assignments = self.assignments(partitions, rf, explicit)?;
         let id = Uuid::new_v4();
         if validate_only {
             return Ok(CreatedTopic {
@@ -282,21 +424,14 @@ impl Broker {
                 replication_factor: rf,
             });
         }
-        let settings = self.layers.read().topic_settings(&configs);
-        let record = TopicRecord {
-            name: name.to_string(),
-            id,
-            partitions,
-            configs,
-        };
-        md.update(|st| {
-            st.topics.insert(name.to_string(), record);
-            Ok(())
-        })?;
-        drop(md);
-        for i in 0..partitions {
-            self.logs.open_partition(name, id, i, settings.clone())?;
-        }
+        self.cluster
+            .write(Command::CreateTopic {
+                name: name.to_string(),
+                topic_id: id,
+                partitions: assignments,
+                configs,
+            })
+            .await?;
         tracing::info!(topic = name, partitions, %id, "created topic");
         Ok(CreatedTopic {
             id,
@@ -305,38 +440,34 @@ impl Broker {
         })
     }
 
-    /// Deletes a topic and (asynchronously) its data, locally and in the object store.
-    pub fn delete_topic(&self, name: &str) -> Result<Uuid, BrokerError> {
+    /// Deletes a topic; every broker hosting it removes its data, and the objects in the object
+    /// store are removed by the active controller's broker.
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, BrokerError> {
+        let id = self
+            .topic(name)
+            .map(|t| t.id)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
         let tiered = self.logs.remote_tier().is_some();
-        let id = self.metadata.lock().update(|st| {
-            let id = st
-                .topics
-                .remove(name)
-                .map(|t| t.id)
-                .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
-            if tiered {
-                st.pending_remote_deletions.insert(id);
-            }
-            Ok(id)
-        })?;
-        self.logs.delete_topic(name);
+        self.cluster
+            .write(Command::DeleteTopic {
+                topic_id: id,
+                remote_cleanup: tiered,
+            })
+            .await?;
         tracing::info!(topic = name, %id, "deleted topic");
         Ok(id)
     }
 
-    /// Grows a topic to `count` partitions.
-    pub fn create_partitions(
+    /// Grows a topic to `count` partitions (explicit replica sets for the new ones optional).
+    pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        explicit: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        let mut md = self.metadata.lock();
-        let topic = md
-            .state()
-            .topics
-            .get(name)
-            .cloned()
+        let topic = self
+            .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
         if count <= topic.partitions {
             return Err(BrokerError::InvalidPartitions(format!(
@@ -349,71 +480,72 @@ impl Broker {
                 "partition count {count} is above {MAX_PARTITIONS_PER_TOPIC}"
             )));
         }
+        if let Some(sets) = &explicit {
+            if i32::try_from(sets.len()).ok() != Some(count - topic.partitions) {
+                return Err(BrokerError::InvalidReplicaAssignment(format!(
+                    "{} assignments for {} new partitions",
+                    sets.len(),
+                    count - topic.partitions
+                )));
+            }
+        }
+        let assignments = self.assignments(count - topic.partitions, 1, explicit)?;
         if validate_only {
             return Ok(());
         }
-        md.update(|st| {
-            if let Some(t) = st.topics.get_mut(name) {
-                t.partitions = count;
-            }
-            Ok(())
-        })?;
-        drop(md);
-        let settings = self.layers.read().topic_settings(&topic.configs);
-        for i in topic.partitions..count {
-            self.logs
-                .open_partition(name, topic.id, i, settings.clone())?;
-        }
+        self.cluster
+            .write(Command::CreatePartitions {
+                topic_id: topic.id,
+                assignments,
+            })
+            .await?;
         Ok(())
     }
 
     /// Replaces (`incremental == false`) or edits a topic's config overrides.
-    pub fn alter_topic_configs(
+    pub async fn alter_topic_configs(
         &self,
         name: &str,
         change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), BrokerError>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        let mut md = self.metadata.lock();
-        let mut configs = md
-            .state()
-            .topics
-            .get(name)
-            .map(|t| t.configs.clone())
+        let topic = self
+            .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let mut configs = topic.configs.clone();
         change(&mut configs)?;
         validate_topic_overrides(&configs)?;
         if validate_only {
             return Ok(());
         }
-        let saved = configs.clone();
-        md.update(|st| {
-            if let Some(t) = st.topics.get_mut(name) {
-                t.configs = saved;
-            }
-            Ok(())
-        })?;
-        drop(md);
-        let settings = self.layers.read().topic_settings(&configs);
-        for p in self.logs.of_topic(name) {
-            p.set_settings(settings.clone());
+        let (set, delete) = config_diff(&topic.configs, &configs);
+        if set.is_empty() && delete.is_empty() {
+            return Ok(());
         }
+        self.cluster
+            .write(Command::AlterTopicConfigs {
+                topic_id: topic.id,
+                set,
+                delete,
+            })
+            .await?;
         Ok(())
     }
 
     /// Edits dynamic broker configs (`per_broker` = resource name is this node id, else cluster default).
-    pub fn alter_broker_configs(
+    pub async fn alter_broker_configs(
         &self,
         per_broker: bool,
         change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), BrokerError>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
-        let mut md = self.metadata.lock();
-        let mut configs = if per_broker {
-            md.state().broker_dynamic.clone()
+        let view = self.view();
+        let current = if per_broker {
+            view.broker_configs_of(self.node_id())
         } else {
-            md.state().broker_dynamic_default.clone()
+            view.cluster_configs.clone()
         };
+        let mut configs = current.clone();
         change(&mut configs)?;
         for (k, v) in &configs {
             BrokerLayers::validate_broker_value(k, v)?;
@@ -421,46 +553,40 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let saved = configs.clone();
-        md.update(|st| {
-            if per_broker {
-                st.broker_dynamic = saved;
-            } else {
-                st.broker_dynamic_default = saved;
-            }
-            Ok(())
-        })?;
-        let topics: Vec<TopicRecord> = md.state().topics.values().cloned().collect();
-        drop(md);
-        {
-            let mut layers = self.layers.write();
-            if per_broker {
-                layers.dynamic_broker = configs;
-            } else {
-                layers.dynamic_default = configs;
-            }
+        let (set, delete) = config_diff(&current, &configs);
+        if set.is_empty() && delete.is_empty() {
+            return Ok(());
         }
-        let layers = self.layers.read().clone();
-        for t in topics {
-            let settings: TopicSettings = layers.topic_settings(&t.configs);
-            for p in self.logs.of_topic(&t.name) {
-                p.set_settings(settings.clone());
-            }
-        }
+        self.cluster
+            .write(Command::AlterBrokerConfigs {
+                broker_id: per_broker.then(|| self.node_id()),
+                set,
+                delete,
+            })
+            .await?;
         Ok(())
     }
 
-    /// Hands out a producer id; ids come from persisted blocks so they are never reused after a restart.
-    pub fn next_producer_id(&self) -> Result<i64, BrokerError> {
-        let mut range = self.producer_ids.lock();
+    /// Hands out a producer id from a block the controller allocated to this broker, so ids are
+    /// unique across the cluster and never reused after a restart.
+    pub async fn next_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut range = self.producer_ids.lock().await;
         if range.next >= range.end {
-            let start = self.metadata.lock().update(|st| {
-                let start = st.producer_id_high_mark;
-                st.producer_id_high_mark = start + PRODUCER_ID_BLOCK;
-                Ok(start)
-            })?;
-            range.next = start;
-            range.end = start + PRODUCER_ID_BLOCK;
+            let outcome = self
+                .cluster
+                .write(Command::AllocateProducerIds {
+                    broker_id: self.node_id(),
+                    broker_epoch: self.cluster.broker_epoch(),
+                    count: u32::try_from(PRODUCER_ID_BLOCK).unwrap_or(1000),
+                })
+                .await?;
+            let Outcome::ProducerIds(block) = outcome else {
+                return Err(BrokerError::ControllerUnavailable(format!(
+                    "unexpected producer id outcome {outcome:?}"
+                )));
+            };
+            range.next = block.start;
+            range.end = block.start + i64::from(block.len);
         }
         let id = range.next;
         range.next += 1;
@@ -469,9 +595,7 @@ impl Broker {
 
     /// Deleted topics whose objects are still to be removed from the object store.
     pub fn pending_remote_deletions(&self) -> Vec<Uuid> {
-        self.metadata
-            .lock()
-            .state()
+        self.view()
             .pending_remote_deletions
             .iter()
             .copied()
@@ -479,28 +603,166 @@ impl Broker {
     }
 
     /// Records that a deleted topic's objects are gone.
-    pub fn finish_remote_deletion(&self, id: Uuid) -> Result<(), BrokerError> {
-        self.metadata.lock().update(|st| {
-            st.pending_remote_deletions.remove(&id);
-            Ok(())
-        })
+    pub async fn finish_remote_deletion(&self, id: Uuid) -> Result<(), BrokerError> {
+        self.cluster
+            .write(Command::FinishTopicDeletion { topic_id: id })
+            .await
+            .map(|_| ())
     }
 
-    /// The metadata generation and its encoded state, for the object store copy.
+    /// The metadata index and the metadata in the `metadata.json` format, for the object store copy.
     pub fn metadata_snapshot(&self) -> Result<(u64, Vec<u8>), BrokerError> {
-        let md = self.metadata.lock();
-        Ok((md.generation(), MetadataStore::encode(md.state())?))
+        let view = self.view();
+        let copy = crate::cluster::legacy_copy(&view, self.node_id());
+        Ok((view.index, MetadataStore::encode(&copy)?))
     }
 
-    /// Clean shutdown of the storage side: final fsync and close of every log.
+    /// Clean shutdown: leave the cluster (fence this broker so clients go elsewhere at once), then
+    /// fsync and close every log and stop the embedded controller.
     pub async fn shutdown(&self) {
+        self.cluster.fence_self().await;
         self.logs.shutdown().await;
+        self.cluster.shutdown().await;
     }
+}
+
+/// The keys to set and delete to turn `old` into `new`.
+fn config_diff(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let set = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let delete = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
+    (set, delete)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::BrokerConfig;
+
+    fn single_node(dir: &std::path::Path) -> RuntimeConfig {
+        BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            metrics_listen: "off".into(),
+            object_store: "off".into(),
+            node_id: 3,
+            ..Default::default()
+        }
+        .validate()
+        .expect("config")
+    }
+
+    /// A data dir written before the metadata quorum (its `metadata.json`) is imported: the topics
+    /// keep their ids, configs and partitions, the producer ids continue above the old high mark,
+    /// and the file is retired so a restart does not import it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_node_metadata_json_is_imported_into_the_quorum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = Uuid::from_u128(42);
+        {
+            let mut legacy = MetadataStore::open(dir.path(), Some("legacy-cluster")).expect("open");
+            legacy
+                .update(|st| {
+                    st.topics.insert(
+                        "old".into(),
+                        crate::metadata_store::TopicRecord {
+                            name: "old".into(),
+                            id,
+                            partitions: 2,
+                            configs: BTreeMap::from([("retention.ms".into(), "1234".into())]),
+                        },
+                    );
+                    st.producer_id_high_mark = 5_000;
+                    st.broker_dynamic_default =
+                        BTreeMap::from([("log.retention.bytes".into(), "999".into())]);
+                    Ok(())
+                })
+                .expect("update");
+        }
+        let broker = Broker::open(single_node(dir.path())).await.expect("open");
+        assert_eq!(broker.cluster_id(), "legacy-cluster");
+        let t = broker.topic("old").expect("imported topic");
+        assert_eq!((t.id, t.partitions), (id, 2));
+        assert_eq!(t.configs["retention.ms"], "1234");
+        assert_eq!(
+            t.states[1].leader, 3,
+            "imported partitions are led by the importing broker"
+        );
+        assert!(broker.leader_partition("old", 1).is_ok());
+        assert_eq!(broker.view().cluster_configs["log.retention.bytes"], "999");
+        assert!(broker.next_producer_id().await.expect("pid") >= 5_000);
+        assert!(
+            !MetadataStore::exists(dir.path()),
+            "metadata.json is retired"
+        );
+        broker.shutdown().await;
+
+        let again = Broker::open(single_node(dir.path())).await.expect("reopen");
+        assert_eq!(again.cluster_id(), "legacy-cluster");
+        assert_eq!(again.topic("old").map(|t| t.id), Some(id));
+        again.shutdown().await;
+    }
+
+    /// Partitions led elsewhere (or by nobody) are refused with NOT_LEADER_OR_FOLLOWER, unknown
+    /// ones with UNKNOWN_TOPIC_OR_PARTITION; replication factors other than 1 are refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn routing_and_replication_factor_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(single_node(dir.path())).await.expect("open");
+        broker
+            .create_topic("t", 2, -1, BTreeMap::new(), false)
+            .await
+            .expect("create");
+        assert!(broker.leader_partition("t", 0).is_ok());
+        assert_eq!(
+            broker
+                .leader_partition("t", 2)
+                .map(|_| ())
+                .map_err(|e| e.code()),
+            Err(3)
+        );
+        assert_eq!(
+            broker
+                .leader_partition("u", 0)
+                .map(|_| ())
+                .map_err(|e| e.code()),
+            Err(3)
+        );
+        let rf = broker
+            .create_topic("r", 1, 3, BTreeMap::new(), false)
+            .await
+            .expect_err("rf 3");
+        assert_eq!(rf.code(), 38, "INVALID_REPLICATION_FACTOR");
+        let unknown = broker
+            .create_topic_with("x", -1, -1, Some(vec![vec![9]]), BTreeMap::new(), false)
+            .await
+            .expect_err("unknown broker");
+        assert_eq!(unknown.code(), 39, "INVALID_REPLICA_ASSIGNMENT");
+        // Fence this broker (as a controlled shutdown does): its partitions lose their leader.
+        broker.cluster.fence_self().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while broker.view().partition("t", 0).map(|p| p.leader) != Some(-1) {
+            assert!(std::time::Instant::now() < deadline, "fencing not applied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            broker
+                .leader_partition("t", 0)
+                .map(|_| ())
+                .map_err(|e| e.code()),
+            Err(6)
+        );
+        broker.shutdown().await;
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

@@ -154,6 +154,20 @@ pub struct BrokerArgs {
     /// Produce is refused while the data directory's filesystem has less free space than this.
     #[arg(long, env = "STRATA_LOCAL_DISK_MIN_FREE_BYTES")]
     pub local_disk_min_free_bytes: Option<u64>,
+    /// Voters of the metadata quorum, `ID@HOST:PORT,...` (KRaft's `controller.quorum.voters`);
+    /// empty: a single-node cluster whose only voter is this node.
+    #[arg(long, env = "STRATA_CONTROLLER_VOTERS")]
+    pub controller_voters: Option<String>,
+    /// Address the embedded controller serves the quorum's RPCs on (default: this node's voter
+    /// address; a free loopback port on a single node).
+    #[arg(long, env = "STRATA_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<String>,
+    /// A broker whose heartbeats stop for this long is fenced (`broker.session.timeout.ms`).
+    #[arg(long, env = "STRATA_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<i64>,
+    /// How often the broker heartbeats to the controller (`broker.heartbeat.interval.ms`).
+    #[arg(long, env = "STRATA_BROKER_HEARTBEAT_INTERVAL_MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
 }
 
 /// The broker's configuration after layering. Keys of the TOML file are these field names.
@@ -247,6 +261,14 @@ pub struct BrokerConfig {
     pub local_disk_limit_bytes: u64,
     /// Minimum free space on the data directory's filesystem.
     pub local_disk_min_free_bytes: u64,
+    /// Metadata quorum voters, `ID@HOST:PORT,...`; empty = this node alone.
+    pub controller_voters: String,
+    /// Controller RPC listen address; empty = this node's voter address (or a free loopback port).
+    pub controller_listen: String,
+    /// `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: i64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -295,6 +317,10 @@ impl Default for BrokerConfig {
             remote_task_interval_ms: 1_000,
             local_disk_limit_bytes: 0,
             local_disk_min_free_bytes: 64 << 20,
+            controller_voters: String::new(),
+            controller_listen: String::new(),
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
         }
     }
 }
@@ -312,6 +338,10 @@ pub struct RuntimeConfig {
     pub advertised_port: i32,
     /// Resolved metrics address, if enabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// Metadata quorum voters: node id -> `host:port` (just this node on a single node).
+    pub voters: std::collections::BTreeMap<u64, String>,
+    /// Address the embedded controller binds.
+    pub controller_listen: SocketAddr,
 }
 
 macro_rules! overlay {
@@ -364,6 +394,10 @@ impl BrokerConfig {
             remote_task_interval_ms,
             local_disk_limit_bytes,
             local_disk_min_free_bytes,
+            controller_voters,
+            controller_listen,
+            broker_session_timeout_ms,
+            broker_heartbeat_interval_ms,
         );
         for (dst, src) in [
             (&mut cfg.object_store_endpoint, &args.object_store_endpoint),
@@ -471,6 +505,10 @@ impl BrokerConfig {
             "remote_task_interval_ms",
             "local_disk_limit_bytes",
             "local_disk_min_free_bytes",
+            "controller_voters",
+            "controller_listen",
+            "broker_session_timeout_ms",
+            "broker_heartbeat_interval_ms",
         ]
     }
 
@@ -669,19 +707,138 @@ impl BrokerConfig {
                 }
             })?;
         }
+        let node = u64::try_from(self.node_id).unwrap_or_default();
+        let voters = if self.controller_voters.trim().is_empty() {
+            std::collections::BTreeMap::from([(node, String::new())])
+        } else {
+            let voters = parse_voters(&self.controller_voters)
+                .map_err(|e| bad("controller_voters", self.controller_voters.clone(), &e))?;
+            if !voters.contains_key(&node) {
+                let ids: Vec<String> = voters.keys().map(u64::to_string).collect();
+                return Err(bad(
+                    "controller_voters",
+                    self.controller_voters.clone(),
+                    &format!(
+                        "node id {} is not one of the voters ({})",
+                        self.node_id,
+                        ids.join(", ")
+                    ),
+                ));
+            }
+            voters
+        };
+        let controller_listen = match (self.controller_listen.as_str(), voters.get(&node)) {
+            ("", Some(addr)) if !addr.is_empty() => {
+                resolve(addr).map_err(|e| bad("controller_voters", addr.clone(), &e))?
+            }
+            ("", _) => SocketAddr::from(([127, 0, 0, 1], 0)),
+            (addr, _) => resolve(addr).map_err(|e| bad("controller_listen", addr.into(), &e))?,
+        };
+        if self.broker_session_timeout_ms < 100 {
+            return Err(bad(
+                "broker_session_timeout_ms",
+                self.broker_session_timeout_ms.to_string(),
+                "must be >= 100",
+            ));
+        }
+        let heartbeat = i64::try_from(self.broker_heartbeat_interval_ms).unwrap_or(i64::MAX);
+        if heartbeat == 0 || heartbeat >= self.broker_session_timeout_ms {
+            return Err(bad(
+                "broker_heartbeat_interval_ms",
+                self.broker_heartbeat_interval_ms.to_string(),
+                "must be >= 1 and below broker_session_timeout_ms",
+            ));
+        }
         Ok(RuntimeConfig {
             listen,
             advertised_host: host,
             advertised_port: i32::from(port),
             metrics_listen,
+            voters,
+            controller_listen,
             broker: self,
         })
     }
 }
 
+/// Parses `1@host:9093,2@host:9094`: ids unique, every address HOST:PORT with a numeric port.
+pub fn parse_voters(s: &str) -> Result<std::collections::BTreeMap<u64, String>, String> {
+    let mut voters = std::collections::BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("entry '{entry}' is not ID@HOST:PORT"))?;
+        let id: u64 = id.parse().map_err(|_| {
+            format!("entry '{entry}': node id '{id}' is not a non-negative integer")
+        })?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("entry '{entry}': address '{addr}' is not HOST:PORT"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!(
+                "entry '{entry}': address '{addr}' is not HOST:PORT with a port in 0..=65535"
+            ));
+        }
+        if voters.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("no voters given".into());
+    }
+    Ok(voters)
+}
+
+/// Resolves `host:port` to one socket address (the first the resolver returns).
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_voters() {
+        let v = parse_voters("1@127.0.0.1:9093, 2@localhost:9094,3@[::1]:9095").expect("valid");
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[&3], "[::1]:9095");
+    }
+
+    #[test]
+    fn rejects_bad_voters() {
+        for bad in ["", "1", "x@h:1", "1@h", "1@:9", "1@h:99999", "1@h:1,1@h:2"] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn voters_must_include_this_node() {
+        let cfg = BrokerConfig {
+            node_id: 4,
+            controller_voters: "1@127.0.0.1:1,2@127.0.0.1:2".into(),
+            ..BrokerConfig::default()
+        };
+        let e = cfg.validate().expect_err("not a voter").to_string();
+        assert!(
+            e.contains("node id 4 is not one of the voters (1, 2)"),
+            "{e}"
+        );
+        let cfg = BrokerConfig {
+            node_id: 2,
+            controller_voters: "1@127.0.0.1:1,2@127.0.0.1:2".into(),
+            ..BrokerConfig::default()
+        };
+        let rt = cfg.validate().expect("valid");
+        assert_eq!(rt.controller_listen, "127.0.0.1:2".parse().expect("addr"));
+        let single = BrokerConfig::default().validate().expect("valid");
+        assert_eq!(single.voters.len(), 1);
+        assert_eq!(single.controller_listen.port(), 0);
+    }
 
     #[test]
     fn defaults_validate_to_the_embedded_single_node() {

@@ -41,32 +41,9 @@ pub struct ControllerArgs {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Voters(pub BTreeMap<u64, String>);
 
-/// Parse `1@host:9093,2@host:9094`: ids unique, every address HOST:PORT with a numeric port.
+/// Parse `1@host:9093,2@host:9094` (see [`broker::config::parse_voters`]).
 pub fn parse_voters(s: &str) -> Result<Voters, String> {
-    let mut voters = BTreeMap::new();
-    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (id, addr) = entry
-            .split_once('@')
-            .ok_or_else(|| format!("entry '{entry}' is not ID@HOST:PORT"))?;
-        let id: u64 = id.parse().map_err(|_| {
-            format!("entry '{entry}': node id '{id}' is not a non-negative integer")
-        })?;
-        let (host, port) = addr
-            .rsplit_once(':')
-            .ok_or_else(|| format!("entry '{entry}': address '{addr}' is not HOST:PORT"))?;
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!(
-                "entry '{entry}': address '{addr}' is not HOST:PORT with a port in 0..=65535"
-            ));
-        }
-        if voters.insert(id, addr.to_string()).is_some() {
-            return Err(format!("node id {id} is listed twice"));
-        }
-    }
-    if voters.is_empty() {
-        return Err("no voters given".into());
-    }
-    Ok(Voters(voters))
+    broker::config::parse_voters(s).map(Voters)
 }
 
 impl ControllerArgs {
@@ -105,23 +82,4 @@ pub fn run(args: ControllerArgs) -> std::process::ExitCode {
         tracing::info!("termination signal received");
         node.shutdown().await
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_voters() {
-        let v = parse_voters("1@127.0.0.1:9093, 2@localhost:9094,3@[::1]:9095").expect("valid");
-        assert_eq!(v.0.len(), 3);
-        assert_eq!(v.0[&3], "[::1]:9095");
-    }
-
-    #[test]
-    fn rejects_bad_voters() {
-        for bad in ["", "1", "x@h:1", "1@h", "1@:9", "1@h:99999", "1@h:1,1@h:2"] {
-            assert!(parse_voters(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -77,6 +77,16 @@ pub enum BrokerError {
     /// Bad partition count.
     #[error("invalid partitions: {0}")]
     InvalidPartitions(String),
+    /// This broker does not lead the partition (or the partition has no leader right now).
+    #[error("not the leader of {0}")]
+    NotLeader(String),
+    /// The metadata quorum did not commit the change (no leader within the timeout, or the
+    /// controller is shutting down); the client retries.
+    #[error("controller unavailable: {0}")]
+    ControllerUnavailable(String),
+    /// A replica assignment names unknown brokers or is inconsistent.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
     /// Bad replication factor.
     #[error("invalid replication factor: {0}")]
     InvalidReplicationFactor(String),
@@ -215,6 +225,9 @@ impl BrokerError {
             Self::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
             Self::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             Self::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            Self::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+            Self::ControllerUnavailable(_) => ResponseError::NotController,
+            Self::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             Self::InvalidConfig(_) => ResponseError::InvalidConfig,
             Self::InvalidRequest(_) => ResponseError::InvalidRequest,
             Self::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,

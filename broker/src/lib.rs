@@ -3,6 +3,7 @@
 
 pub mod api_versions;
 pub mod broker;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod connection;

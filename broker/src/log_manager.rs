@@ -151,6 +151,7 @@ impl LogManager {
         topic_id: Uuid,
         index: i32,
         settings: TopicSettings,
+        leader_epoch: i32,
     ) -> Result<Arc<Partition>, BrokerError> {
         if let Some(p) = self.get(topic, index) {
             return Ok(p);
@@ -176,13 +177,14 @@ impl LogManager {
             Box::new(log),
             settings,
             self.disk.clone(),
+            leader_epoch,
         );
         if let (true, Some(tier)) = (tiered, &self.remote) {
             let remote = self
                 .loaded_remote
                 .lock()
                 .remove(&(topic_id, index))
-                .unwrap_or_else(|| tier.new_partition(topic_id, index, partition.leader_epoch));
+                .unwrap_or_else(|| tier.new_partition(topic_id, index, partition.leader_epoch()));
             partition.attach_remote(remote);
         }
         self.tasks

@@ -6,8 +6,9 @@
 //! crash before it leaves the old file (and a stray `.tmp` that the next write replaces); after it, the new
 //! one. Only then is the in-memory state replaced, so memory never runs ahead of disk.
 //!
-//! The format is versioned and read strictly. The controller issue replaces this file with the
-//! replicated metadata log.
+//! The format is versioned and read strictly. Cluster metadata now lives in the metadata quorum
+//! (`crate::cluster`); this format remains as the import of a single-node data dir written by an
+//! earlier version and as the copy of the metadata kept in the object store.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +20,7 @@ use uuid::Uuid;
 use crate::error::BrokerError;
 
 const FILE_NAME: &str = "metadata.json";
-const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 1;
 /// Producer ids are handed out from blocks of this size; only the block end is persisted.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
@@ -128,6 +129,14 @@ impl MetadataStore {
         self.generation
     }
 
+    /// Renames an imported `metadata.json` to `metadata.json.imported` (the cluster metadata now
+    /// lives in the metadata quorum; the file is kept for reference only).
+    pub fn retire(dir: &Path) -> Result<(), BrokerError> {
+        let from = dir.join(FILE_NAME);
+        let to = dir.join(format!("{FILE_NAME}.imported"));
+        std::fs::rename(&from, &to).map_err(|e| io_err(&format!("rename {}", from.display()), e))
+    }
+
     /// Whether `dir` holds a metadata file.
     pub fn exists(dir: &Path) -> bool {
         dir.join(FILE_NAME).exists()
@@ -139,9 +148,9 @@ impl MetadataStore {
             .map_err(|e| BrokerError::MetadataIo(format!("encode metadata: {e}")))
     }
 
-    /// Writes a metadata file into an empty data dir from a copy kept in the object store, skipping
-    /// producer-id blocks the copy may not know about.
-    pub fn restore(dir: &Path, bytes: &[u8]) -> Result<MetadataState, BrokerError> {
+    /// Decodes the copy kept in the object store, skipping producer-id blocks the copy may not
+    /// know about (it lags the cluster by the blocks handed out since its last upload).
+    pub fn decode_copy(bytes: &[u8]) -> Result<MetadataState, BrokerError> {
         let mut state: MetadataState = serde_json::from_slice(bytes).map_err(|e| {
             BrokerError::MetadataIo(format!("object store metadata copy is not valid: {e}"))
         })?;
@@ -152,14 +161,6 @@ impl MetadataStore {
             )));
         }
         state.producer_id_high_mark += RESTORE_PRODUCER_ID_SKIP;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| io_err(&format!("create data dir {}", dir.display()), e))?;
-        let mut store = Self {
-            dir: dir.to_path_buf(),
-            state: state.clone(),
-            generation: 0,
-        };
-        store.commit(state.clone())?;
         Ok(state)
     }
 
@@ -196,12 +197,27 @@ impl MetadataStore {
     }
 }
 
+/// Writes `name` in `dir` atomically: a temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), BrokerError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| io_err(&format!("create {}", tmp.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_err(&format!("write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io_err(&format!("rename {}", tmp.display()), e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(&format!("fsync {}", dir.display()), e))
+}
+
 fn io_err(what: &str, e: std::io::Error) -> BrokerError {
     BrokerError::MetadataIo(format!("{what}: {e}"))
 }
 
 /// A new cluster id in Kafka's format (22 characters of URL-safe base64 of a UUID).
-fn new_cluster_id() -> String {
+pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let v = Uuid::new_v4().as_u128();
     (0..22)

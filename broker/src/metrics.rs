@@ -103,7 +103,36 @@ pub struct Metrics {
     group_lag: Family<GroupPartitionLabel, Gauge<i64, AtomicI64>>,
     remote_partition: [Family<PartitionLabel, Gauge<i64, AtomicI64>>; 4],
     remote_totals: [Gauge<i64, AtomicI64>; 16],
+    cluster: [Gauge<i64, AtomicI64>; 6],
 }
+
+/// Metadata quorum and cluster figures, read from the embedded controller at scrape time.
+const CLUSTER_GAUGES: [(&str, &str); 6] = [
+    (
+        "controller_is_leader",
+        "1 if this node's controller is the active one, else 0",
+    ),
+    (
+        "controller_leader_id",
+        "Node id of the active controller as this node knows it (-1 if none)",
+    ),
+    (
+        "metadata_applied_index",
+        "Index of the last metadata log entry applied by this node",
+    ),
+    (
+        "metadata_published_index",
+        "Metadata log index the broker has acted on (its metadata cache)",
+    ),
+    (
+        "broker_epoch",
+        "This broker's current registration epoch (-1 before registering)",
+    ),
+    (
+        "cluster_live_brokers",
+        "Registered, unfenced brokers in this node's metadata",
+    ),
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,6 +240,11 @@ impl Metrics {
             r.register(name, help, g.clone());
             g
         });
+        let cluster = CLUSTER_GAUGES.map(|(name, help)| {
+            let g = Gauge::<i64, AtomicI64>::default();
+            r.register(name, help, g.clone());
+            g
+        });
         let group_lag = Family::<GroupPartitionLabel, Gauge<i64, AtomicI64>>::default();
         r.register(
             "consumer_group_lag",
@@ -220,6 +254,7 @@ impl Metrics {
         Self {
             remote_partition,
             remote_totals,
+            cluster,
             group_lag,
             registry: Arc::new(Mutex::new(r)),
             requests,
@@ -246,6 +281,25 @@ impl Metrics {
                     partition: partition.to_string(),
                 })
                 .set(lag);
+        }
+        let status = broker.cluster.quorum_status();
+        let view = broker.view();
+        let values = [
+            i64::from(status.is_leader()),
+            status
+                .current_leader
+                .and_then(|l| i64::try_from(l).ok())
+                .unwrap_or(-1),
+            status
+                .last_applied
+                .and_then(|i| i64::try_from(i).ok())
+                .unwrap_or(0),
+            i64::try_from(view.index).unwrap_or(i64::MAX),
+            broker.cluster.broker_epoch(),
+            i64::try_from(view.live_brokers().count()).unwrap_or(i64::MAX),
+        ];
+        for (g, v) in self.cluster.iter().zip(values) {
+            g.set(v);
         }
         self.render(&broker.logs)
     }

@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::broker::Broker;
+use crate::cluster::ClusterView;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::metadata_store::MetadataStore;
+use crate::metadata_store::{MetadataState as LegacyState, MetadataStore};
 use crate::partition::{now_ms, Partition};
 use crate::topic_config::BrokerLayers;
 
@@ -139,41 +140,46 @@ impl RemoteTier {
         })))
     }
 
-    /// Start-up, before the broker opens its data dir: if the data dir has no metadata but the
-    /// object store has a copy, restores it; then loads the manifest of every tiered partition and
-    /// seeds the directories of partitions that are missing locally so they continue where the
-    /// offloaded history ends. Returns the loaded remote tiers by (topic id, partition).
+    /// The cluster metadata copy kept in the object store, if there is one: a cluster that starts
+    /// with no metadata at all imports it (a broker or a whole cluster that lost its disks).
+    pub async fn metadata_copy(&self) -> Result<Option<LegacyState>, BrokerError> {
+        let key = self.ctx.keys.cluster_metadata();
+        match get_bytes(&self.ctx.store, &key).await {
+            Ok(bytes) => {
+                let state = MetadataStore::decode_copy(&bytes)?;
+                tracing::info!(topics = state.topics.len(), store = %self.description, "found a metadata copy in the object store");
+                Ok(Some(state))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(BrokerError::MetadataIo(format!(
+                "the cluster has no metadata and the object store copy cannot be read: {e}"
+            ))),
+        }
+    }
+
+    /// Start-up, before the broker opens its partitions: loads the manifest of every tiered
+    /// partition this broker hosts and seeds the directories of those missing locally so they
+    /// continue where the offloaded history ends. Returns the loaded remote tiers by (topic id,
+    /// partition).
     pub async fn prepare(
         &self,
         cfg: &BrokerConfig,
+        view: &ClusterView,
+        broker_id: i32,
     ) -> Result<HashMap<(Uuid, i32), Arc<RemotePartition>>, BrokerError> {
         let data_dir = &cfg.data_dir;
-        if !MetadataStore::exists(data_dir) {
-            let key = self.ctx.keys.cluster_metadata();
-            match get_bytes(&self.ctx.store, &key).await {
-                Ok(bytes) => {
-                    let state = MetadataStore::restore(data_dir, &bytes)?;
-                    tracing::info!(topics = state.topics.len(), store = %self.description, "restored broker metadata from the object store");
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    return Err(BrokerError::MetadataIo(format!(
-                        "the data dir has no metadata and the object store copy cannot be read: {e}"
-                    )))
-                }
-            }
-        }
-        let store = MetadataStore::open(data_dir, cfg.cluster_id.as_deref())?;
         let mut layers = BrokerLayers::from_config(cfg);
-        layers.dynamic_default = store.state().broker_dynamic_default.clone();
-        layers.dynamic_broker = store.state().broker_dynamic.clone();
+        layers.dynamic_default = view.cluster_configs.clone();
+        layers.dynamic_broker = view.broker_configs_of(broker_id);
         let mut wanted = Vec::new();
-        for t in store.state().topics.values() {
+        for t in view.topics.values() {
             if !layers.topic_settings(&t.configs).remote_storage {
                 continue;
             }
-            for i in 0..t.partitions {
-                wanted.push((t.name.clone(), t.id, i));
+            for (i, state) in t.states.iter().enumerate() {
+                if state.replicas.contains(&broker_id) {
+                    wanted.push((t.name.clone(), t.id, i32::try_from(i).unwrap_or(i32::MAX)));
+                }
             }
         }
         let results: Vec<Result<Option<LoadedRemote>, BrokerError>> =
@@ -263,7 +269,7 @@ impl RemoteTier {
             .collect();
         for p in &partitions {
             if p.remote().is_none() {
-                p.attach_remote(self.new_partition(p.topic_id, p.index, p.leader_epoch));
+                p.attach_remote(self.new_partition(p.topic_id, p.index, p.leader_epoch()));
             }
         }
         futures::stream::iter(partitions.into_iter().map(|p| self.offload_partition(p)))
@@ -272,8 +278,11 @@ impl RemoteTier {
             .await;
         // Offloading may have freed local space: let produce in again without waiting.
         broker.logs.refresh_disk_usage();
-        self.delete_pending_topics(broker).await;
-        self.publish_metadata(broker).await;
+        // Cluster-wide chores, done by one broker: the one whose controller is active.
+        if broker.is_active_controller() {
+            self.delete_pending_topics(broker).await;
+            self.publish_metadata(broker).await;
+        }
     }
 
     fn backing_off(&self, label: &str) -> bool {
@@ -298,7 +307,7 @@ impl RemoteTier {
         if self.backing_off(&label) {
             return;
         }
-        let epoch = p.leader_epoch;
+        let epoch = p.leader_epoch();
         if let Err(e) = remote.ensure_loaded().await {
             return self.failed(&label, "loading the remote manifest", &e);
         }
@@ -412,7 +421,7 @@ impl RemoteTier {
             match delete_prefix(&self.ctx.store, &prefix).await {
                 Ok(n) => {
                     tracing::info!(topic_id = %id, objects = n, "deleted the objects of a deleted topic");
-                    if let Err(e) = broker.finish_remote_deletion(id) {
+                    if let Err(e) = broker.finish_remote_deletion(id).await {
                         tracing::warn!(topic_id = %id, error = %e, "cannot record a finished topic deletion");
                     }
                 }
@@ -424,12 +433,19 @@ impl RemoteTier {
     }
 
     async fn publish_metadata(&self, broker: &Arc<Broker>) {
-        let (generation, bytes) = match broker.metadata_snapshot() {
+        let (_, bytes) = match broker.metadata_snapshot() {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot encode metadata for the object store");
                 return;
             }
+        };
+        // Heartbeats move the metadata index without changing the copy: publish changed content only.
+        let generation = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            h.finish()
         };
         if generation == self.published_generation.load(Ordering::Acquire) {
             return;

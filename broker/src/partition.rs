@@ -59,8 +59,8 @@ pub struct Partition {
     pub topic_id: Uuid,
     /// Partition index.
     pub index: i32,
-    /// Leader epoch (a single node always leads with epoch 0 until the controller issue).
-    pub leader_epoch: i32,
+    /// Leader epoch from the cluster metadata; stamped on appended batches.
+    leader_epoch: std::sync::atomic::AtomicI32,
     label: String,
     log: RwLock<Box<dyn PartitionLog + Sync>>,
     settings: RwLock<TopicSettings>,
@@ -84,6 +84,17 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
+    /// The current leader epoch.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Takes the leader epoch the cluster metadata assigns (it only grows).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch
+            .fetch_max(epoch, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Wraps an opened log.
     pub fn new(
         topic: String,
@@ -92,6 +103,7 @@ impl Partition {
         log: Box<dyn PartitionLog + Sync>,
         settings: TopicSettings,
         disk: Arc<DiskGuard>,
+        leader_epoch: i32,
     ) -> Arc<Self> {
         let end = log.log_end_offset();
         // What recovery found may still be only in the page cache (after a process crash): make it
@@ -104,7 +116,7 @@ impl Partition {
             topic,
             topic_id,
             index,
-            leader_epoch: 0,
+            leader_epoch: std::sync::atomic::AtomicI32::new(leader_epoch),
             log: RwLock::new(log),
             settings: RwLock::new(settings),
             end_tx: watch::channel(end).0,
@@ -226,7 +238,7 @@ impl Partition {
                 let batch = &mut buf[pos..pos + size];
                 pos += size;
                 let (base, last, append_time) =
-                    match log.append_batch(batch, self.leader_epoch, now) {
+                    match log.append_batch(batch, self.leader_epoch(), now) {
                         Ok(AppendOutcome::Appended {
                             base_offset,
                             last_offset,
@@ -534,7 +546,7 @@ impl Partition {
         }
         if let Some(remote) = self.remote() {
             remote
-                .advance_start(target, self.leader_epoch)
+                .advance_start(target, self.leader_epoch())
                 .await
                 .map_err(|e| self.remote_err(e))?;
         }
@@ -733,6 +745,7 @@ mod tests {
             Box::new(MemoryLog::new(LogConfig::default())),
             settings,
             Arc::new(DiskGuard::unlimited()),
+            0,
         )
     }
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::cluster::ClusterLink;
 use crate::config::RuntimeConfig;
 use crate::offload::RemoteTier;
 use crate::{connection, metrics};
@@ -34,22 +35,30 @@ impl Server {
         let remote = RemoteTier::open(&config.broker)
             .await
             .context("cannot open the object store")?;
-        let loaded = match &remote {
-            Some(tier) => tier
-                .prepare(&config.broker)
-                .await
-                .context("cannot prepare tiered partitions from the object store")?,
-            None => Default::default(),
+        let shutdown = CancellationToken::new();
+        let cluster = ClusterLink::start(&config)
+            .await
+            .context("cannot start the embedded controller")?;
+        // Registration waits for a quorum; a termination signal meanwhile stops the start-up.
+        let stop = shutdown.clone();
+        let waiting = tokio::spawn(async move {
+            termination_signal().await;
+            stop.cancel();
+        });
+        let joined = Broker::join(config, cluster.clone(), remote, &shutdown).await;
+        waiting.abort();
+        let broker = match joined {
+            Ok(b) => b,
+            Err(e) => {
+                cluster.shutdown().await;
+                return Err(e).with_context(|| {
+                    format!("cannot start the broker (data dir {})", data_dir.display())
+                });
+            }
         };
-        let broker =
-            tokio::task::spawn_blocking(move || Broker::open_tiered(config, remote, loaded))
-                .await
-                .context("storage startup task failed")?
-                .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        let shutdown = CancellationToken::new();
         tokio::spawn(
             broker
                 .groups

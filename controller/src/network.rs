@@ -51,7 +51,9 @@ pub use self::admin::AdminError;
 pub use self::peer::Peer;
 pub use self::peer::PeerNetwork;
 pub use self::peer::Peers;
+pub(crate) use self::server::local_status;
 pub(crate) use self::server::run_server;
+pub(crate) use self::server::write_or_forward;
 pub(crate) use self::server::RpcServer;
 
 /// Largest frame accepted on a controller connection (a full snapshot travels in one frame).
@@ -76,11 +78,20 @@ pub trait ControllerRpc {
     ) -> Result<SnapshotResponse<TypeConfig>, RaftUnavailable>;
     /// Admin: propose a metadata command. A follower forwards it to the leader when `forward` is set
     /// (one hop: it forwards with `forward = false`).
-    async fn client_write(command: Command, forward: bool) -> Result<Response, WriteError>;
+    async fn client_write(command: Command, forward: bool) -> Result<Written, WriteError>;
     /// Admin: this node's view of the quorum (a DescribeQuorum-like summary).
     async fn status() -> QuorumStatus;
     /// Admin: this node's applied metadata (for tests and debugging).
     async fn read_state() -> MetadataState;
+}
+
+/// A committed metadata command: its log index and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// Log index of the entry; a node whose state machine applied this index reflects the write.
+    pub index: u64,
+    /// The command's outcome (which may be a rejection, identical on every node).
+    pub response: Response,
 }
 
 /// The Raft node behind a controller endpoint failed the request (it is shutting down or stopped).
@@ -161,6 +172,13 @@ pub struct QuorumStatus {
     pub matched: Option<BTreeMap<u64, Option<u64>>>,
 }
 
+impl QuorumStatus {
+    /// Whether the answering node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.current_leader == Some(self.node_id)
+    }
+}
+
 /// Wraps a TCP stream as a tarpc transport: length-delimited frames of JSON.
 fn transport<Item, SinkItem>(
     stream: TcpStream,
@@ -176,7 +194,7 @@ where
 }
 
 /// A request context whose deadline is `timeout` from now.
-fn context(timeout: std::time::Duration) -> tarpc::context::Context {
+pub(crate) fn context(timeout: std::time::Duration) -> tarpc::context::Context {
     let mut ctx = tarpc::context::current();
     ctx.deadline = std::time::Instant::now() + timeout;
     ctx

@@ -22,9 +22,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
+use crate::network::local_status;
 use crate::network::run_server;
+use crate::network::write_or_forward;
 use crate::network::Peers;
+use crate::network::QuorumStatus;
 use crate::network::RpcServer;
+use crate::network::WriteError;
+use crate::network::Written;
+use crate::state::Command;
 use crate::store::MetadataRaft;
 use crate::store::StateMachineStore;
 
@@ -165,10 +173,10 @@ pub struct ControllerNode {
     node_id: u64,
     raft: MetadataRaft,
     sm: StateMachineStore,
+    peers: Peers,
     local_addr: SocketAddr,
     shutdown: CancellationToken,
-    server: JoinHandle<()>,
-    sessions: JoinHandle<()>,
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ControllerNode {
@@ -209,7 +217,7 @@ impl ControllerNode {
                 node_id: config.node_id,
                 raft: raft.clone(),
                 sm: sm.clone(),
-                peers,
+                peers: peers.clone(),
             },
             shutdown.clone(),
         ));
@@ -224,10 +232,10 @@ impl ControllerNode {
             node_id: config.node_id,
             raft,
             sm,
+            peers,
             local_addr,
             shutdown,
-            server,
-            sessions,
+            tasks: parking_lot::Mutex::new(vec![server, sessions]),
         };
         tracing::info!(node_id = node.node_id, listen = %local_addr, voters = ?config.voters, "controller node started");
         if let Err(e) = node.initialize_once(&config.voters).await {
@@ -293,14 +301,61 @@ impl ControllerNode {
         &self.sm
     }
 
-    /// Stop serving RPCs and stop Raft. Every acknowledged write is already durable in the log.
-    pub async fn shutdown(self) -> Result<(), ControllerError> {
-        self.shutdown.cancel();
-        if let Err(e) = self.server.await {
-            tracing::warn!(error = %e, "controller RPC server task failed");
+    /// Propose `command` (forwarded once to the leader if this node is a follower) and wait until
+    /// it is committed, or until `timeout`.
+    pub async fn write(&self, command: Command, timeout: Duration) -> Result<Written, WriteError> {
+        let ctx = crate::network::context(timeout);
+        match tokio::time::timeout(
+            timeout,
+            write_or_forward(self.node_id, &self.raft, &self.peers, ctx, command, true),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "no commit within {} ms",
+                timeout.as_millis()
+            ))),
         }
-        if let Err(e) = self.sessions.await {
-            tracing::warn!(error = %e, "broker session timer task failed");
+    }
+
+    /// This node's view of the quorum.
+    pub fn status(&self) -> QuorumStatus {
+        local_status(self.node_id, &self.raft)
+    }
+
+    /// The leader's view of the quorum (with replication progress): local if this node leads,
+    /// else asked of the leader.
+    pub async fn leader_status(&self, timeout: Duration) -> Result<QuorumStatus, String> {
+        let local = self.status();
+        if local.is_leader() {
+            return Ok(local);
+        }
+        let Some(leader) = local.current_leader else {
+            return Err("no controller leader is known".into());
+        };
+        let addr = local
+            .voters
+            .get(&leader)
+            .cloned()
+            .ok_or_else(|| format!("leader {leader} has no known address"))?;
+        let (client, _) = self.peers.get(leader, &addr).client().await?;
+        let status = client
+            .status(crate::network::context(timeout))
+            .await
+            .map_err(|e| format!("status request to controller {leader} at {addr}: {e}"))?;
+        Ok(status)
+    }
+
+    /// Stop serving RPCs and stop Raft. Every acknowledged write is already durable in the log.
+    /// Calling it again is harmless.
+    pub async fn shutdown(&self) -> Result<(), ControllerError> {
+        self.shutdown.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "controller task failed");
+            }
         }
         self.raft
             .shutdown()

@@ -11,6 +11,7 @@
 //! still a committed log entry; the rejection is its outcome, identical on every replica.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Deserialize;
@@ -119,6 +120,12 @@ pub struct MetadataState {
     pub last_producer_id_block: Option<ProducerIdBlock>,
     /// Session timeout used to reject duplicate registrations of a live broker.
     pub broker_session_timeout_ms: i64,
+    /// Cluster id reported to clients; set once by [`Command::InitCluster`].
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Deleted topics whose objects in the object store are still to be removed.
+    #[serde(default)]
+    pub pending_remote_deletions: BTreeSet<Uuid>,
 }
 
 impl Default for MetadataState {
@@ -133,6 +140,8 @@ impl Default for MetadataState {
             next_producer_id: 0,
             last_producer_id_block: None,
             broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+            cluster_id: None,
+            pending_remote_deletions: BTreeSet::new(),
         }
     }
 }
@@ -168,9 +177,51 @@ pub struct PartitionAssignment {
     pub replicas: Vec<BrokerId>,
 }
 
+/// Metadata carried over into a new cluster: from a single-node broker's `metadata.json` (the
+/// format before the quorum) or from the copy a cluster keeps in the object store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterImport {
+    /// Topics with their ids, replica sets and config overrides.
+    pub topics: Vec<ImportedTopic>,
+    /// Cluster-wide broker config defaults.
+    pub cluster_configs: BTreeMap<String, String>,
+    /// Per-broker config overrides.
+    pub broker_configs: BTreeMap<BrokerId, BTreeMap<String, String>>,
+    /// Producer ids below this may have been handed out.
+    pub next_producer_id: i64,
+    /// Deleted topics whose objects are still to be removed.
+    pub pending_remote_deletions: BTreeSet<Uuid>,
+}
+
+/// One imported topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedTopic {
+    /// Topic name.
+    pub name: String,
+    /// Its id, kept (object store keys and partition directories are named by it).
+    pub topic_id: Uuid,
+    /// Replica sets, partition index = position.
+    pub partitions: Vec<PartitionAssignment>,
+    /// Topic config overrides.
+    pub configs: BTreeMap<String, String>,
+}
+
 /// A change to the metadata, as stored in the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// Set the cluster id (and import earlier metadata) if the cluster has none yet; a no-op that
+    /// reports the existing id otherwise, so every broker may propose it at start-up.
+    InitCluster {
+        /// Cluster id to use if none is set.
+        cluster_id: String,
+        /// Metadata to import along with it.
+        import: Option<ClusterImport>,
+    },
+    /// The objects of a deleted topic are gone from the object store.
+    FinishTopicDeletion {
+        /// Topic id.
+        topic_id: Uuid,
+    },
     /// A broker (re)starts: assigns a fresh broker epoch and unfences it.
     RegisterBroker {
         /// Broker id.
@@ -222,6 +273,8 @@ pub enum Command {
     DeleteTopic {
         /// Topic id.
         topic_id: Uuid,
+        /// Whether its objects in the object store are still to be removed.
+        remote_cleanup: bool,
     },
     /// Add partitions to a topic.
     CreatePartitions {
@@ -271,6 +324,14 @@ pub enum Command {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Command::InitCluster { cluster_id, import } => write!(
+                f,
+                "init_cluster cluster_id={cluster_id} imported_topics={}",
+                import.as_ref().map_or(0, |i| i.topics.len())
+            ),
+            Command::FinishTopicDeletion { topic_id } => {
+                write!(f, "finish_topic_deletion topic_id={topic_id}")
+            }
             Command::RegisterBroker { broker_id, .. } => {
                 write!(f, "register_broker broker_id={broker_id}")
             }
@@ -309,7 +370,9 @@ impl fmt::Display for Command {
                 "create_topic name={name} topic_id={topic_id} partitions={}",
                 partitions.len()
             ),
-            Command::DeleteTopic { topic_id } => write!(f, "delete_topic topic_id={topic_id}"),
+            Command::DeleteTopic { topic_id, .. } => {
+                write!(f, "delete_topic topic_id={topic_id}")
+            }
             Command::CreatePartitions {
                 topic_id,
                 assignments,
@@ -349,6 +412,13 @@ impl fmt::Display for Command {
 pub enum Outcome {
     /// Nothing to report (also the outcome of blank and membership log entries).
     Done,
+    /// The cluster id in effect after `InitCluster`.
+    ClusterInitialized {
+        /// The cluster id.
+        cluster_id: String,
+        /// Whether this command set it (and imported its metadata).
+        newly: bool,
+    },
     /// A broker registered.
     BrokerRegistered {
         /// Its new epoch.
@@ -468,6 +538,11 @@ impl CommandError {
 /// Apply `command` to `state`. Pure and deterministic; on `Err` the state is unchanged.
 pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, CommandError> {
     match command {
+        Command::InitCluster { cluster_id, import } => init_cluster(state, cluster_id, import),
+        Command::FinishTopicDeletion { topic_id } => {
+            state.pending_remote_deletions.remove(&topic_id);
+            Ok(Outcome::Done)
+        }
         Command::RegisterBroker {
             broker_id,
             incarnation_id,
@@ -541,12 +616,18 @@ pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, Com
             );
             Ok(Outcome::TopicCreated { topic_id })
         }
-        Command::DeleteTopic { topic_id } => {
+        Command::DeleteTopic {
+            topic_id,
+            remote_cleanup,
+        } => {
             let topic = state
                 .topics
                 .remove(&topic_id)
                 .ok_or(CommandError::UnknownTopicId(topic_id))?;
             state.topic_ids.remove(&topic.name);
+            if remote_cleanup {
+                state.pending_remote_deletions.insert(topic_id);
+            }
             Ok(Outcome::Done)
         }
         Command::CreatePartitions {
@@ -674,6 +755,54 @@ pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, Com
             Ok(Outcome::ProducerIds(block))
         }
     }
+}
+
+fn init_cluster(
+    state: &mut MetadataState,
+    cluster_id: String,
+    import: Option<ClusterImport>,
+) -> Result<Outcome, CommandError> {
+    if let Some(existing) = &state.cluster_id {
+        return Ok(Outcome::ClusterInitialized {
+            cluster_id: existing.clone(),
+            newly: false,
+        });
+    }
+    if cluster_id.is_empty() {
+        return Err(CommandError::InvalidConfig("empty cluster id".into()));
+    }
+    let Some(import) = import else {
+        state.cluster_id = Some(cluster_id.clone());
+        return Ok(Outcome::ClusterInitialized {
+            cluster_id,
+            newly: true,
+        });
+    };
+    // Validate everything on a copy, then swap it in: the command applies completely or not at all.
+    let mut next = state.clone();
+    for t in import.topics {
+        let out = apply(
+            &mut next,
+            Command::CreateTopic {
+                name: t.name,
+                topic_id: t.topic_id,
+                partitions: t.partitions,
+                configs: t.configs,
+            },
+        );
+        out?;
+    }
+    next.cluster_configs = import.cluster_configs;
+    next.broker_configs = import.broker_configs;
+    next.next_producer_id = next.next_producer_id.max(import.next_producer_id);
+    next.pending_remote_deletions
+        .extend(import.pending_remote_deletions);
+    next.cluster_id = Some(cluster_id.clone());
+    *state = next;
+    Ok(Outcome::ClusterInitialized {
+        cluster_id,
+        newly: true,
+    })
 }
 
 fn register_broker(
@@ -1027,14 +1156,102 @@ mod tests {
         assert_eq!(more, Ok(Outcome::Done));
         assert_eq!(s.topics[&id].partitions[&2].replicas, vec![3, 1]);
         assert_eq!(
-            apply(&mut s, Command::DeleteTopic { topic_id: id }),
+            apply(
+                &mut s,
+                Command::DeleteTopic {
+                    topic_id: id,
+                    remote_cleanup: true
+                }
+            ),
             Ok(Outcome::Done)
         );
         assert!(s.topic_by_name("t").is_none());
+        assert!(s.pending_remote_deletions.contains(&id));
         assert_eq!(
-            apply(&mut s, Command::DeleteTopic { topic_id: id }),
+            apply(
+                &mut s,
+                Command::DeleteTopic {
+                    topic_id: id,
+                    remote_cleanup: true
+                }
+            ),
             Err(CommandError::UnknownTopicId(id))
         );
+        assert_eq!(
+            apply(&mut s, Command::FinishTopicDeletion { topic_id: id }),
+            Ok(Outcome::Done)
+        );
+        assert!(s.pending_remote_deletions.is_empty());
+    }
+
+    #[test]
+    fn init_cluster_sets_the_id_once_and_imports_atomically() {
+        let mut s = MetadataState::default();
+        register(&mut s, 1, 0);
+        let topic = |name: &str, id: u128, replicas: Vec<BrokerId>| ImportedTopic {
+            name: name.into(),
+            topic_id: Uuid::from_u128(id),
+            partitions: vec![PartitionAssignment { replicas }],
+            configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+        };
+        // An import naming an unknown broker is rejected whole: no id, no topics.
+        let bad = ClusterImport {
+            topics: vec![topic("a", 1, vec![1]), topic("b", 2, vec![7])],
+            ..Default::default()
+        };
+        let before = s.clone();
+        let out = apply(
+            &mut s,
+            Command::InitCluster {
+                cluster_id: "c1".into(),
+                import: Some(bad),
+            },
+        );
+        assert_eq!(out, Err(CommandError::UnknownBroker(7)));
+        assert_eq!(s, before);
+        let good = ClusterImport {
+            topics: vec![topic("a", 1, vec![1])],
+            cluster_configs: BTreeMap::from([("log.retention.ms".into(), "5".into())]),
+            next_producer_id: 5_000,
+            pending_remote_deletions: BTreeSet::from([Uuid::from_u128(9)]),
+            ..Default::default()
+        };
+        let out = apply(
+            &mut s,
+            Command::InitCluster {
+                cluster_id: "c1".into(),
+                import: Some(good),
+            },
+        );
+        assert_eq!(
+            out,
+            Ok(Outcome::ClusterInitialized {
+                cluster_id: "c1".into(),
+                newly: true
+            })
+        );
+        let a = s.topic_by_name("a").expect("imported");
+        assert_eq!(a.topic_id, Uuid::from_u128(1));
+        assert_eq!(a.partitions[&0].leader, 1);
+        assert_eq!(s.next_producer_id, 5_000);
+        assert_eq!(s.cluster_configs["log.retention.ms"], "5");
+        assert!(s.pending_remote_deletions.contains(&Uuid::from_u128(9)));
+        // A second init (another broker, or a restart) changes nothing and reports the id in effect.
+        let again = apply(
+            &mut s,
+            Command::InitCluster {
+                cluster_id: "c2".into(),
+                import: Some(ClusterImport::default()),
+            },
+        );
+        assert_eq!(
+            again,
+            Ok(Outcome::ClusterInitialized {
+                cluster_id: "c1".into(),
+                newly: false
+            })
+        );
+        assert_eq!(s.cluster_id.as_deref(), Some("c1"));
     }
 
     #[test]
@@ -1230,8 +1447,9 @@ mod tests {
                         .collect(),
                     configs: BTreeMap::new(),
                 }),
-            (0..3u128).prop_map(|id| Command::DeleteTopic {
-                topic_id: Uuid::from_u128(id)
+            (0..3u128, any::<bool>()).prop_map(|(id, remote_cleanup)| Command::DeleteTopic {
+                topic_id: Uuid::from_u128(id),
+                remote_cleanup,
             }),
             (0..3u128, 0..3i32, broker.clone()).prop_map(|(id, partition, leader)| {
                 Command::ChangeLeader {

@@ -180,7 +180,7 @@ pub struct GroupCoordinator {
     commit_queues: Mutex<HashMap<i32, Vec<QueuedCommit>>>,
     /// Appends to `__consumer_offsets` so far (each waits for one fsync).
     appends: std::sync::atomic::AtomicU64,
-    create_lock: Mutex<()>,
+    create_lock: tokio::sync::Mutex<()>,
     closing: std::sync::atomic::AtomicBool,
 }
 
@@ -194,7 +194,7 @@ impl GroupCoordinator {
             write_locks: Mutex::new(HashMap::new()),
             commit_queues: Mutex::new(HashMap::new()),
             appends: std::sync::atomic::AtomicU64::new(0),
-            create_lock: Mutex::new(()),
+            create_lock: tokio::sync::Mutex::new(()),
             closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -213,37 +213,48 @@ impl GroupCoordinator {
         }
     }
 
-    /// Creates `__consumer_offsets` if it does not exist and waits until every partition is open;
-    /// returns its partition count.
-    pub fn ensure_topic(&self, broker: &Broker) -> Result<i32, BrokerError> {
-        let ready = |n: i32| broker.partition(OFFSETS_TOPIC, n - 1).is_some();
+    /// Creates `__consumer_offsets` (through the metadata quorum, its partitions spread over the
+    /// brokers) if it does not exist yet; returns its partition count.
+    pub async fn ensure_topic(&self, broker: &Broker) -> Result<i32, BrokerError> {
         if let Some(t) = broker.topic(OFFSETS_TOPIC) {
-            if ready(t.partitions) {
-                return Ok(t.partitions);
-            }
+            return Ok(t.partitions);
         }
-        tokio::task::block_in_place(|| {
-            let _guard = self.create_lock.lock();
-            if broker.topic(OFFSETS_TOPIC).is_none() {
-                let configs =
-                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-                let n = self.cfg.offsets_topic_num_partitions;
-                match broker.create_topic(OFFSETS_TOPIC, n, 1, configs, false) {
-                    Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            // Another thread may be opening the partitions (the topic is in the metadata first).
-            for _ in 0..1_000 {
-                if let Some(t) = broker.topic(OFFSETS_TOPIC) {
-                    if ready(t.partitions) {
-                        return Ok(t.partitions);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(BrokerError::from(GroupError::CoordinatorNotAvailable))
-        })
+        let _guard = self.create_lock.lock().await;
+        if let Some(t) = broker.topic(OFFSETS_TOPIC) {
+            return Ok(t.partitions);
+        }
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let n = self.cfg.offsets_topic_num_partitions;
+        match broker
+            .create_topic(OFFSETS_TOPIC, n, 1, configs, false)
+            .await
+        {
+            Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        broker
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partitions)
+            .ok_or_else(|| BrokerError::from(GroupError::CoordinatorNotAvailable))
+    }
+
+    /// Whether this broker coordinates `group_id`, i.e. leads the group's `__consumer_offsets`
+    /// partition: NOT_COORDINATOR if another broker does, COORDINATOR_NOT_AVAILABLE if none does.
+    /// Before the topic exists (FindCoordinator creates it) every broker may take the group.
+    pub fn owns(&self, broker: &Broker, group_id: &str) -> Result<(), GroupError> {
+        if self.is_closing() {
+            return Err(GroupError::NotCoordinator);
+        }
+        let view = broker.view();
+        let Some(topic) = view.topics.get(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let index = partition_for(group_id, topic.partitions);
+        match view.partition(OFFSETS_TOPIC, index) {
+            Some(p) if p.leader == broker.node_id() => Ok(()),
+            Some(p) if p.leader < 0 => Err(GroupError::CoordinatorNotAvailable),
+            _ => Err(GroupError::NotCoordinator),
+        }
     }
 
     async fn append(
@@ -255,11 +266,11 @@ impl GroupCoordinator {
         if records.is_empty() {
             return Ok(());
         }
-        let n = self.ensure_topic(broker)?;
+        let n = self.ensure_topic(broker).await?;
         let index = partition_for(group_id, n);
-        let partition = broker.partition(OFFSETS_TOPIC, index).ok_or_else(|| {
-            BrokerError::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-{index}"))
-        })?;
+        let partition = broker
+            .leader_partition(OFFSETS_TOPIC, index)
+            .map_err(|_| BrokerError::from(GroupError::NotCoordinator))?;
         let batch = store::build_batch(records, self.now())
             .map_err(|e| BrokerError::MetadataIo(e.to_string()))?;
         self.appends
@@ -273,7 +284,7 @@ impl GroupCoordinator {
         broker: &Broker,
         group_id: &str,
     ) -> Result<tokio::sync::OwnedMutexGuard<()>, BrokerError> {
-        let n = self.ensure_topic(broker)?;
+        let n = self.ensure_topic(broker).await?;
         let index = partition_for(group_id, n);
         let lock = self
             .write_locks
@@ -584,7 +595,7 @@ impl GroupCoordinator {
                 results.push(Err(GroupError::OffsetMetadataTooLarge.into()));
                 continue;
             }
-            if broker.partition(&topic, partition).is_none() {
+            if broker.view().partition(&topic, partition).is_none() {
                 results.push(Err(BrokerError::UnknownTopicOrPartition(format!(
                     "{topic}-{partition}"
                 ))));
@@ -605,7 +616,7 @@ impl GroupCoordinator {
                 .or_insert_with(|| Group::new(group_id, now));
             return Ok(results);
         }
-        let index = partition_for(group_id, self.ensure_topic(broker)?);
+        let index = partition_for(group_id, self.ensure_topic(broker).await?);
         let (done, written) = tokio::sync::oneshot::channel();
         self.commit_queues
             .lock()
@@ -813,7 +824,7 @@ impl GroupCoordinator {
         if self.is_closing() {
             return Err(GroupError::NotCoordinator);
         }
-        if self.ensure_topic(broker).is_err() {
+        if self.ensure_topic(broker).await.is_err() {
             return Err(GroupError::CoordinatorNotAvailable);
         }
         let now = self.now();
@@ -987,7 +998,8 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// (group, topic, partition, lag) for every committed offset: log end offset minus committed.
+    /// (group, topic, partition, lag) for every committed offset of a partition hosted here: log
+    /// end offset minus committed.
     pub fn lag(&self, broker: &Broker) -> Vec<(String, String, i32, i64)> {
         let entries: Vec<(String, String, i32, i64)> = {
             let groups = self.groups.lock();
@@ -1078,7 +1090,7 @@ mod tests {
         ccfg: CoordinatorConfig,
     }
 
-    fn fixture(offsets_partitions: i32, topic_partitions: i32) -> Fixture {
+    async fn fixture(offsets_partitions: i32, topic_partitions: i32) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = BrokerConfig {
             data_dir: dir.path().to_path_buf(),
@@ -1086,9 +1098,12 @@ mod tests {
             offsets_topic_num_partitions: offsets_partitions,
             ..Default::default()
         };
-        let broker = Broker::open(cfg.validate().expect("config")).expect("broker");
+        let broker = Broker::open(cfg.validate().expect("config"))
+            .await
+            .expect("broker");
         broker
             .create_topic("t", topic_partitions, 1, BTreeMap::new(), false)
+            .await
             .expect("topic");
         Fixture {
             _dir: dir,
@@ -1119,7 +1134,7 @@ mod tests {
             broker,
             clock,
             ccfg,
-        } = fixture(4, 2);
+        } = fixture(4, 2).await;
         let coord = GroupCoordinator::new(ccfg, clock.clone());
         for (group, o) in [("a", 5), ("b", 7)] {
             let r = coord
@@ -1201,7 +1216,7 @@ mod tests {
             broker,
             clock,
             ccfg,
-        } = fixture(1, 1);
+        } = fixture(1, 1).await;
         let coord = GroupCoordinator::new(ccfg, clock.clone());
         const N: i64 = 64;
         let commits = (1..=N).map(|o| {
@@ -1239,7 +1254,7 @@ mod tests {
             broker,
             clock,
             ccfg,
-        } = fixture(2, 2);
+        } = fixture(2, 2).await;
         let coord = GroupCoordinator::new(ccfg, clock.clone());
         let hb = HeartbeatRequest {
             member_id: "m1".into(),

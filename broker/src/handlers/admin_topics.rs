@@ -20,7 +20,7 @@ use super::fill_error;
 use crate::broker::Broker;
 use crate::error::BrokerError;
 
-pub(super) fn create_topics(
+pub(super) async fn create_topics(
     broker: &Arc<Broker>,
     req: CreateTopicsRequest,
     version: i16,
@@ -32,25 +32,24 @@ pub(super) fn create_topics(
         .filter(|t| !seen.insert(t.name.0.to_string()))
         .map(|t| t.name.0.to_string())
         .collect();
-    let node = broker.node_id();
     let mut resp = CreateTopicsResponse::default();
-    resp.topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
+    for t in req.topics {
+        resp.topics.push({
             let name = t.name.0.to_string();
             let mut out = CreatableTopicResult::default();
             out.name = t.name.clone();
             out.num_partitions = -1;
             out.replication_factor = -1;
-            let result = (|| {
+            let checked = (|| {
                 if crate::broker::is_internal_topic(&name) {
                     return Err(BrokerError::InvalidTopic(format!(
                         "{name} is an internal topic; the broker creates it"
                     )));
                 }
                 if duplicates.contains(&name) {
-                    return Err(BrokerError::InvalidRequest(format!("topic {name} is listed more than once")));
+                    return Err(BrokerError::InvalidRequest(format!(
+                        "topic {name} is listed more than once"
+                    )));
                 }
                 let mut configs = BTreeMap::new();
                 for c in &t.configs {
@@ -59,36 +58,63 @@ pub(super) fn create_topics(
                     })?;
                     configs.insert(c.name.to_string(), value.to_string());
                 }
-                let (partitions, rf) = if t.assignments.is_empty() {
-                    (t.num_partitions, t.replication_factor)
-                } else {
-                    if t.num_partitions != -1 || t.replication_factor != -1 {
-                        return Err(BrokerError::InvalidRequest(
-                            "give either assignments or partition count and replication factor".into(),
-                        ));
-                    }
-                    for a in &t.assignments {
-                        if a.broker_ids.iter().any(|b| b.0 != node) || a.broker_ids.len() != 1 {
-                            return Err(BrokerError::InvalidReplicationFactor(format!(
-                                "assignment for partition {} names brokers other than the only broker {node}",
-                                a.partition_index
-                            )));
-                        }
-                    }
-                    (t.assignments.len() as i32, 1)
-                };
-                broker.create_topic(&name, partitions, rf, configs, req.validate_only)
+                if t.assignments.is_empty() {
+                    return Ok((t.num_partitions, t.replication_factor, None, configs));
+                }
+                if t.num_partitions != -1 || t.replication_factor != -1 {
+                    return Err(BrokerError::InvalidRequest(
+                        "give either assignments or partition count and replication factor".into(),
+                    ));
+                }
+                let mut sets: Vec<(i32, Vec<i32>)> = t
+                    .assignments
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
+                    .collect();
+                sets.sort_by_key(|(i, _)| *i);
+                if sets
+                    .iter()
+                    .enumerate()
+                    .any(|(i, (p, _))| usize::try_from(*p).ok() != Some(i))
+                {
+                    return Err(BrokerError::InvalidReplicaAssignment(
+                        "assignments must number the partitions 0, 1, 2, ...".into(),
+                    ));
+                }
+                let sets: Vec<Vec<i32>> = sets.into_iter().map(|(_, b)| b).collect();
+                Ok((-1, -1, Some(sets), configs))
             })();
+            let result = match checked {
+                Ok((partitions, rf, sets, configs)) => {
+                    broker
+                        .create_topic_with(&name, partitions, rf, sets, configs, req.validate_only)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(created) => {
-                    out.topic_id = if req.validate_only { Uuid::nil() } else { created.id };
+                    out.topic_id = if req.validate_only {
+                        Uuid::nil()
+                    } else {
+                        created.id
+                    };
                     out.num_partitions = created.partitions;
                     out.replication_factor = created.replication_factor;
                     if version >= 5 {
                         let overrides: BTreeMap<String, String> = t
                             .configs
                             .iter()
-                            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                            .filter_map(|c| {
+                                c.value
+                                    .as_ref()
+                                    .map(|v| (c.name.to_string(), v.to_string()))
+                            })
                             .collect();
                         out.configs = Some(
                             broker
@@ -112,12 +138,12 @@ pub(super) fn create_topics(
                 }
             }
             out
-        })
-        .collect();
+        });
+    }
     resp
 }
 
-pub(super) fn delete_topics(
+pub(super) async fn delete_topics(
     broker: &Arc<Broker>,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
@@ -133,9 +159,8 @@ pub(super) fn delete_topics(
             .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
     );
     let mut resp = DeleteTopicsResponse::default();
-    resp.responses = targets
-        .into_iter()
-        .map(|(name, id)| {
+    for (name, id) in targets {
+        resp.responses.push({
             let mut out = DeletableTopicResult::default();
             let resolved = match &name {
                 Some(n) => Some(n.clone()),
@@ -152,7 +177,7 @@ pub(super) fn delete_topics(
                         BrokerError::InvalidTopic(format!("internal topic {n} cannot be deleted"));
                     fill_error(&e, &mut out.error_code, &mut out.error_message);
                 }
-                Some(n) => match broker.delete_topic(&n) {
+                Some(n) => match broker.delete_topic(&n).await {
                     Ok(deleted_id) => out.topic_id = deleted_id,
                     Err(e) => {
                         fill_error(&e, &mut out.error_code, &mut out.error_message);
@@ -160,41 +185,32 @@ pub(super) fn delete_topics(
                 },
             }
             out
-        })
-        .collect();
+        });
+    }
     resp
 }
 
-pub(super) fn create_partitions(
+pub(super) async fn create_partitions(
     broker: &Arc<Broker>,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let node = broker.node_id();
     let mut resp = CreatePartitionsResponse::default();
-    resp.results = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let mut out = CreatePartitionsTopicResult::default();
-            let name = t.name.0.to_string();
-            out.name = t.name;
-            let foreign = t
-                .assignments
-                .iter()
-                .flatten()
-                .any(|a| a.broker_ids.iter().any(|b| b.0 != node));
-            let result = if foreign {
-                Err(BrokerError::InvalidReplicationFactor(format!(
-                    "assignments name brokers other than the only broker {node}"
-                )))
-            } else {
-                broker.create_partitions(&name, t.count, req.validate_only)
-            };
-            if let Err(e) = result {
-                fill_error(&e, &mut out.error_code, &mut out.error_message);
-            }
-            out
-        })
-        .collect();
+    for t in req.topics {
+        let mut out = CreatePartitionsTopicResult::default();
+        let name = t.name.0.to_string();
+        out.name = t.name;
+        let sets = t.assignments.map(|a| {
+            a.iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
+        });
+        let result = broker
+            .create_partitions(&name, t.count, sets, req.validate_only)
+            .await;
+        if let Err(e) = result {
+            fill_error(&e, &mut out.error_code, &mut out.error_message);
+        }
+        resp.results.push(out);
+    }
     resp
 }

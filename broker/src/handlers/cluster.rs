@@ -12,32 +12,25 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, MetadataRequest, MetadataResponse, TopicName,
+    describe_quorum_response, BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::metadata_store::TopicRecord;
+use crate::cluster::{ClusterView, TopicView};
 
 /// Kafka's marker for "authorized operations not requested".
 const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
-pub(super) fn metadata(
+pub(super) async fn metadata(
     broker: &Arc<Broker>,
     req: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
     let mut resp = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(broker.node_id());
-    b.host = StrBytes::from_string(broker.config.advertised_host.clone());
-    b.port = broker.config.advertised_port;
-    b.rack = broker.config.broker.rack.clone().map(StrBytes::from_string);
-    resp.brokers = vec![b];
-    resp.cluster_id = Some(StrBytes::from_string(broker.cluster_id()));
-    resp.controller_id = BrokerId(broker.node_id());
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
 
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -49,43 +42,41 @@ pub(super) fn metadata(
     let allow_auto_create = (version < 4 || req.allow_auto_topic_creation)
         && broker.config.broker.auto_create_topics_enable;
     resp.topics = match requested {
-        None => broker
-            .topics()
-            .iter()
-            .map(|t| topic_entry(broker, t))
-            .collect(),
-        Some(list) => list
-            .into_iter()
-            .map(|rt| {
+        None => {
+            let view = broker.view();
+            view.topics
+                .values()
+                .map(|t| topic_entry(&view, t))
+                .collect()
+        }
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for rt in list {
                 let by_name = rt.name.as_ref().map(|n| n.0.to_string());
                 let found = match &by_name {
                     Some(name) => broker.topic(name),
                     None => broker.topic_by_id(rt.topic_id),
                 };
-                match (found, by_name) {
-                    (Some(t), _) => topic_entry(broker, &t),
+                out.push(match (found, by_name) {
+                    (Some(t), _) => topic_entry(&broker.view(), &t),
                     (None, Some(name)) => {
                         if let Err(e) = Broker::validate_topic_name(&name) {
                             error_entry(Some(name), Uuid::nil(), e.code())
                         } else if allow_auto_create {
-                            match broker.create_topic(&name, -1, -1, BTreeMap::new(), false) {
-                                Ok(_) => match broker.topic(&name) {
-                                    Some(t) => topic_entry(broker, &t),
-                                    None => error_entry(
-                                        Some(name),
-                                        Uuid::nil(),
-                                        ResponseError::LeaderNotAvailable.code(),
-                                    ),
-                                },
-                                // Another request created it meanwhile.
-                                Err(_) => match broker.topic(&name) {
-                                    Some(t) => topic_entry(broker, &t),
-                                    None => error_entry(
-                                        Some(name),
-                                        Uuid::nil(),
-                                        ResponseError::UnknownTopicOrPartition.code(),
-                                    ),
-                                },
+                            let created = broker
+                                .create_topic(&name, -1, -1, BTreeMap::new(), false)
+                                .await;
+                            if let Err(e) = &created {
+                                tracing::debug!(topic = %name, error = %e, "auto-creation failed");
+                            }
+                            // Created here, or by another request meanwhile.
+                            match broker.topic(&name) {
+                                Some(t) => topic_entry(&broker.view(), &t),
+                                None => error_entry(
+                                    Some(name),
+                                    Uuid::nil(),
+                                    ResponseError::LeaderNotAvailable.code(),
+                                ),
                             }
                         } else {
                             error_entry(
@@ -98,11 +89,39 @@ pub(super) fn metadata(
                     (None, None) => {
                         error_entry(None, rt.topic_id, ResponseError::UnknownTopicId.code())
                     }
-                }
-            })
-            .collect(),
+                });
+            }
+            out
+        }
     };
+    // Brokers last, so that every leader named above is in the list.
+    let view = broker.view();
+    resp.brokers = view
+        .live_brokers()
+        .filter_map(|b| {
+            let l = b.listeners.first()?;
+            let mut m = MetadataResponseBroker::default();
+            m.node_id = BrokerId(b.id);
+            m.host = StrBytes::from_string(l.host.clone());
+            m.port = i32::from(l.port);
+            m.rack = b.rack.clone().map(StrBytes::from_string);
+            Some(m)
+        })
+        .collect();
+    resp.cluster_id = Some(StrBytes::from_string(view.cluster_id.clone()));
+    resp.controller_id = BrokerId(controller_id(broker, &view));
     resp
+}
+
+/// The controller id clients are told: the active controller (combined mode: it is a broker too),
+/// or any live broker while there is none, as KRaft brokers do.
+fn controller_id(broker: &Broker, view: &ClusterView) -> i32 {
+    broker
+        .cluster
+        .controller_id()
+        .filter(|id| view.is_live(*id))
+        .or_else(|| view.live_brokers().next().map(|b| b.id))
+        .unwrap_or(-1)
 }
 
 fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTopic {
@@ -114,31 +133,35 @@ fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTop
     t
 }
 
-fn topic_entry(broker: &Broker, topic: &TopicRecord) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id());
+fn topic_entry(view: &ClusterView, topic: &TopicView) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     t.topic_id = topic.id;
     t.is_internal = crate::broker::is_internal_topic(&topic.name);
     t.topic_authorized_operations = OPS_NOT_REQUESTED;
-    t.partitions = (0..topic.partitions)
-        .map(|i| {
+    t.partitions = topic
+        .states
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
             let mut p = MetadataResponsePartition::default();
-            p.partition_index = i;
-            match broker.partition(&topic.name, i) {
-                Some(part) => {
-                    p.leader_id = node;
-                    p.leader_epoch = part.leader_epoch;
-                    p.replica_nodes = vec![node];
-                    p.isr_nodes = vec![node];
-                }
-                None => {
-                    p.error_code = ResponseError::LeaderNotAvailable.code();
-                    p.leader_id = BrokerId(-1);
-                    p.leader_epoch = -1;
-                    p.replica_nodes = vec![node];
-                    p.offline_replicas = vec![node];
-                }
+            p.partition_index = i32::try_from(i).unwrap_or(i32::MAX);
+            p.replica_nodes = st.replicas.iter().map(|r| BrokerId(*r)).collect();
+            p.offline_replicas = st
+                .replicas
+                .iter()
+                .filter(|r| !view.is_live(**r))
+                .map(|r| BrokerId(*r))
+                .collect();
+            if view.is_live(st.leader) {
+                p.leader_id = BrokerId(st.leader);
+                p.leader_epoch = st.leader_epoch;
+                // One replica per partition until partition replication: the leader is the ISR.
+                p.isr_nodes = vec![BrokerId(st.leader)];
+            } else {
+                p.error_code = ResponseError::LeaderNotAvailable.code();
+                p.leader_id = BrokerId(-1);
+                p.leader_epoch = st.leader_epoch;
             }
             p
         })
@@ -150,17 +173,107 @@ pub(super) fn describe_cluster(
     broker: &Arc<Broker>,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let view = broker.view();
     let mut resp = DescribeClusterResponse::default();
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(broker.node_id());
-    b.host = StrBytes::from_string(broker.config.advertised_host.clone());
-    b.port = broker.config.advertised_port;
-    b.rack = broker.config.broker.rack.clone().map(StrBytes::from_string);
-    resp.brokers = vec![b];
-    resp.cluster_id = StrBytes::from_string(broker.cluster_id());
-    resp.controller_id = BrokerId(broker.node_id());
+    resp.brokers = view
+        .live_brokers()
+        .filter_map(|b| {
+            let l = b.listeners.first()?;
+            let mut d = DescribeClusterBroker::default();
+            d.broker_id = BrokerId(b.id);
+            d.host = StrBytes::from_string(l.host.clone());
+            d.port = i32::from(l.port);
+            d.rack = b.rack.clone().map(StrBytes::from_string);
+            Some(d)
+        })
+        .collect();
+    resp.cluster_id = StrBytes::from_string(view.cluster_id.clone());
+    resp.controller_id = BrokerId(controller_id(broker, &view));
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
     resp.endpoint_type = 1;
+    resp
+}
+
+/// The metadata log's name in DescribeQuorum (KRaft's).
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: the metadata quorum's leader, its commit index (high watermark) and each voter's
+/// replicated log end, from the active controller's view.
+pub(super) async fn describe_quorum(
+    broker: &Arc<Broker>,
+    req: DescribeQuorumRequest,
+    version: i16,
+) -> DescribeQuorumResponse {
+    let mut resp = DescribeQuorumResponse::default();
+    let status = broker
+        .cluster
+        .controller()
+        .leader_status(std::time::Duration::from_secs(3))
+        .await;
+    for t in req.topics {
+        let mut topic = describe_quorum_response::TopicData::default();
+        topic.topic_name = t.topic_name.clone();
+        for p in t.partitions {
+            let mut part = describe_quorum_response::PartitionData::default();
+            part.partition_index = p.partition_index;
+            let known = t.topic_name.0.as_str() == METADATA_TOPIC && p.partition_index == 0;
+            match (&status, known) {
+                (_, false) => {
+                    part.error_code = ResponseError::UnknownTopicOrPartition.code();
+                }
+                (Err(e), true) => {
+                    part.error_code = ResponseError::NotLeaderOrFollower.code();
+                    if version >= 2 {
+                        part.error_message = Some(StrBytes::from_string(e.clone()));
+                    }
+                }
+                (Ok(st), true) => {
+                    let leader = st.current_leader.unwrap_or(st.node_id);
+                    part.leader_id = BrokerId(i32::try_from(leader).unwrap_or(-1));
+                    part.leader_epoch = i32::try_from(st.term).unwrap_or(i32::MAX);
+                    part.high_watermark = st.committed.map_or(-1, |c| c as i64);
+                    let matched = st.matched.clone().unwrap_or_default();
+                    part.current_voters = st
+                        .voters
+                        .keys()
+                        .map(|id| {
+                            let mut r = describe_quorum_response::ReplicaState::default();
+                            r.replica_id = BrokerId(i32::try_from(*id).unwrap_or(-1));
+                            let end = if *id == leader {
+                                st.last_log_index
+                            } else {
+                                matched.get(id).copied().flatten()
+                            };
+                            // Raft indexes count entries from 1; a log end offset is the next one.
+                            r.log_end_offset = end.map_or(0, |i| i as i64 + 1);
+                            r
+                        })
+                        .collect();
+                }
+            }
+            topic.partitions.push(part);
+        }
+        resp.topics.push(topic);
+    }
+    if version >= 2 {
+        if let Ok(st) = &status {
+            resp.nodes = st
+                .voters
+                .iter()
+                .filter_map(|(id, addr)| {
+                    let (host, port) = addr.rsplit_once(':')?;
+                    let mut n = describe_quorum_response::Node::default();
+                    n.node_id = BrokerId(i32::try_from(*id).ok()?);
+                    let mut l = describe_quorum_response::Listener::default();
+                    l.name = StrBytes::from_static_str("CONTROLLER");
+                    l.host = StrBytes::from_string(host.to_string());
+                    l.port = port.parse().ok()?;
+                    n.listeners = vec![l];
+                    Some(n)
+                })
+                .collect();
+        }
+    }
     resp
 }
 

@@ -145,7 +145,7 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
 }
 
 /// Applies a change to a topic's or the broker's config set.
-fn apply(
+async fn apply(
     broker: &Broker,
     resource_type: i8,
     name: &str,
@@ -153,10 +153,16 @@ fn apply(
     change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), BrokerError>,
 ) -> Result<(), BrokerError> {
     match resource_type {
-        TOPIC => broker.alter_topic_configs(name, change, validate_only),
+        TOPIC => {
+            broker
+                .alter_topic_configs(name, change, validate_only)
+                .await
+        }
         BROKER => {
             let per_broker = broker_target(broker, name)?;
-            broker.alter_broker_configs(per_broker, change, validate_only)
+            broker
+                .alter_broker_configs(per_broker, change, validate_only)
+                .await
         }
         other => Err(BrokerError::InvalidRequest(format!(
             "resource type {other} is not supported"
@@ -164,15 +170,13 @@ fn apply(
     }
 }
 
-pub(super) fn alter_configs(
+pub(super) async fn alter_configs(
     broker: &Arc<Broker>,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut resp = AlterConfigsResponse::default();
-    resp.responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+    for res in req.resources {
+        resp.responses.push({
             let mut out = AlterResult::default();
             out.resource_type = res.resource_type;
             out.resource_name = res.resource_name.clone();
@@ -191,13 +195,14 @@ pub(super) fn alter_configs(
                     }
                     Ok(())
                 },
-            );
+            )
+            .await;
             if let Err(e) = result {
                 fill_error(&e, &mut out.error_code, &mut out.error_message);
             }
             out
-        })
-        .collect();
+        });
+    }
     resp
 }
 
@@ -206,16 +211,14 @@ const DELETE: i8 = 1;
 const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
-pub(super) fn incremental_alter_configs(
+pub(super) async fn incremental_alter_configs(
     broker: &Arc<Broker>,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let layers = broker.layers();
     let mut resp = IncrementalAlterConfigsResponse::default();
-    resp.responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+    for res in req.resources {
+        resp.responses.push({
             let mut out = IncResult::default();
             out.resource_type = res.resource_type;
             out.resource_name = res.resource_name.clone();
@@ -291,12 +294,13 @@ pub(super) fn incremental_alter_configs(
                     }
                     Ok(())
                 },
-            );
+            )
+            .await;
             if let Err(e) = result {
                 fill_error(&e, &mut out.error_code, &mut out.error_message);
             }
             out
-        })
-        .collect();
+        });
+    }
     resp
 }

@@ -62,9 +62,15 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16
         out.topic_id = t.topic_id;
         topics_out.push(out);
         for p in &t.partitions {
-            let partition = record
+            let found = record
                 .as_ref()
-                .and_then(|_| broker.partition(&name, p.partition));
+                .map(|_| broker.leader_partition(&name, p.partition));
+            let (partition, missing_code) = match found {
+                Some(Ok(part)) => (Some(part), 0),
+                Some(Err(e)) => (None, e.code()),
+                None if by_id => (None, ResponseError::UnknownTopicId.code()),
+                None => (None, ResponseError::UnknownTopicOrPartition.code()),
+            };
             slots.push(Slot {
                 topic_index: ti,
                 topic: name.clone(),
@@ -73,11 +79,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 current_leader_epoch: p.current_leader_epoch,
-                missing_code: if by_id && record.is_none() {
-                    ResponseError::UnknownTopicId.code()
-                } else {
-                    ResponseError::UnknownTopicOrPartition.code()
-                },
+                missing_code,
             });
         }
     }
@@ -147,7 +149,7 @@ async fn read_all(
             out.push(d);
             continue;
         };
-        let epoch_code = check_leader_epoch(slot.current_leader_epoch, p.leader_epoch);
+        let epoch_code = check_leader_epoch(slot.current_leader_epoch, p.leader_epoch());
         if epoch_code != 0 {
             d.error_code = epoch_code;
             any_error = true;

@@ -37,8 +37,9 @@ fn opt(v: &Option<StrBytes>) -> Option<String> {
     v.as_ref().map(|x| x.to_string())
 }
 
-/// FindCoordinator: this broker coordinates every group; transactions are not available.
-pub fn find_coordinator(
+/// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition
+/// (created on first use); transactions are not available.
+pub async fn find_coordinator(
     broker: &Arc<Broker>,
     r: FindCoordinatorRequest,
     version: i16,
@@ -48,62 +49,80 @@ pub fn find_coordinator(
     } else {
         vec![r.key.clone()]
     };
-    let answer = |key: &StrBytes| -> (i16, Option<StrBytes>) {
-        if r.key_type != 0 {
-            let e = BrokerError::from(GroupError::CoordinatorNotAvailable);
-            return error_parts(&e);
-        }
-        if key.is_empty() {
-            return error_parts(&BrokerError::from(GroupError::InvalidGroupId));
-        }
-        match broker.groups.ensure_topic(broker) {
-            Ok(_) => (0, None),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot create the offsets topic");
-                error_parts(&BrokerError::from(GroupError::CoordinatorNotAvailable))
-            }
-        }
-    };
+    let mut answers = Vec::with_capacity(keys.len());
+    for key in &keys {
+        answers.push(coordinator_of(broker, r.key_type, key).await);
+    }
     let mut resp = FindCoordinatorResponse::default();
-    let host = s(broker.config.advertised_host.clone());
-    let port = broker.config.advertised_port;
-    let node = broker.node_id();
     if version >= 4 {
         resp.coordinators = keys
             .iter()
-            .map(|k| {
-                let (error_code, error_message) = answer(k);
+            .zip(answers)
+            .map(|(k, answer)| {
                 let mut c = find_coordinator_response::Coordinator::default();
                 c.key = k.clone();
-                c.error_code = error_code;
-                c.error_message = error_message;
-                if error_code == 0 {
-                    c.node_id = node.into();
-                    c.host = host.clone();
-                    c.port = port;
-                } else {
-                    c.node_id = (-1).into();
-                    c.port = -1;
+                match answer {
+                    Ok((node, host, port)) => {
+                        c.node_id = node.into();
+                        c.host = s(host);
+                        c.port = port;
+                    }
+                    Err(e) => {
+                        (c.error_code, c.error_message) = error_parts(&e);
+                        c.node_id = (-1).into();
+                        c.port = -1;
+                    }
                 }
                 c
             })
             .collect();
     } else {
-        let (error_code, error_message) = answer(&keys[0]);
-        resp.error_code = error_code;
-        if version >= 1 {
-            resp.error_message = error_message;
-        }
-        if error_code == 0 {
-            resp.node_id = node.into();
-            resp.host = host;
-            resp.port = port;
-        } else {
-            resp.node_id = (-1).into();
-            resp.port = -1;
+        match answers.into_iter().next() {
+            Some(Ok((node, host, port))) => {
+                resp.node_id = node.into();
+                resp.host = s(host);
+                resp.port = port;
+            }
+            Some(Err(e)) => {
+                let (error_code, error_message) = error_parts(&e);
+                resp.error_code = error_code;
+                if version >= 1 {
+                    resp.error_message = error_message;
+                }
+                resp.node_id = (-1).into();
+                resp.port = -1;
+            }
+            None => {}
         }
     }
     resp
+}
+
+/// The coordinator (node, host, port) of one FindCoordinator key.
+async fn coordinator_of(
+    broker: &Arc<Broker>,
+    key_type: i8,
+    key: &StrBytes,
+) -> Result<(i32, String, i32), BrokerError> {
+    if key_type != 0 {
+        return Err(GroupError::CoordinatorNotAvailable.into());
+    }
+    if key.is_empty() {
+        return Err(GroupError::InvalidGroupId.into());
+    }
+    let n = broker.groups.ensure_topic(broker).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot create the offsets topic");
+        BrokerError::from(GroupError::CoordinatorNotAvailable)
+    })?;
+    let index = crate::group::coordinator::partition_for(key, n);
+    let view = broker.view();
+    let leader = view
+        .partition(crate::group::coordinator::OFFSETS_TOPIC, index)
+        .map_or(-1, |p| p.leader);
+    let (host, port) = view
+        .endpoint(leader)
+        .ok_or(BrokerError::from(GroupError::CoordinatorNotAvailable))?;
+    Ok((leader, host, port))
 }
 
 /// JoinGroup.
@@ -133,7 +152,11 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
     };
     let mut resp = JoinGroupResponse::default();
-    match broker.groups.join(broker, &r.group_id, req).await {
+    let joined = match broker.groups.owns(broker, &r.group_id) {
+        Ok(()) => broker.groups.join(broker, &r.group_id, req).await,
+        Err(e) => Err((e, req.member_id)),
+    };
+    match joined {
         Ok(out) => {
             resp.generation_id = out.generation;
             if version >= 7 {
@@ -186,18 +209,23 @@ pub async fn sync_group(
         .collect();
     let iid = opt(&r.group_instance_id);
     let mut resp = SyncGroupResponse::default();
-    match broker
-        .groups
-        .sync(
-            broker,
-            &r.group_id,
-            &r.member_id,
-            iid.as_deref(),
-            r.generation_id,
-            assignments,
-        )
-        .await
-    {
+    let synced = match broker.groups.owns(broker, &r.group_id) {
+        Ok(()) => {
+            broker
+                .groups
+                .sync(
+                    broker,
+                    &r.group_id,
+                    &r.member_id,
+                    iid.as_deref(),
+                    r.generation_id,
+                    assignments,
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match synced {
         Ok(out) => {
             if version >= 5 {
                 resp.protocol_type = out.protocol_type.map(s);
@@ -214,11 +242,11 @@ pub async fn sync_group(
 pub fn heartbeat(broker: &Arc<Broker>, r: HeartbeatRequest) -> HeartbeatResponse {
     let iid = opt(&r.group_instance_id);
     let mut resp = HeartbeatResponse::default();
-    if let Err(e) =
+    if let Err(e) = broker.groups.owns(broker, &r.group_id).and_then(|()| {
         broker
             .groups
             .heartbeat(&r.group_id, &r.member_id, iid.as_deref(), r.generation_id)
-    {
+    }) {
         resp.error_code = code(e);
     }
     resp
@@ -239,7 +267,11 @@ pub async fn leave_group(
         vec![(r.member_id.to_string(), None)]
     };
     let mut resp = LeaveGroupResponse::default();
-    match broker.groups.leave(broker, &r.group_id, &members).await {
+    let left = match broker.groups.owns(broker, &r.group_id) {
+        Ok(()) => broker.groups.leave(broker, &r.group_id, &members).await,
+        Err(e) => Err(e),
+    };
+    match left {
         Ok(results) => {
             if version >= 3 {
                 resp.members = members
@@ -293,17 +325,22 @@ pub async fn offset_commit(
     } else {
         None
     };
-    let result = broker
-        .groups
-        .commit(
-            broker,
-            &r.group_id,
-            &r.member_id,
-            iid.as_deref(),
-            r.generation_id_or_member_epoch,
-            entries,
-        )
-        .await;
+    let result = match broker.groups.owns(broker, &r.group_id) {
+        Ok(()) => {
+            broker
+                .groups
+                .commit(
+                    broker,
+                    &r.group_id,
+                    &r.member_id,
+                    iid.as_deref(),
+                    r.generation_id_or_member_epoch,
+                    entries,
+                )
+                .await
+        }
+        Err(e) => Err(BrokerError::from(e)),
+    };
     let mut codes: Vec<i16> = match result {
         Ok(rs) => rs
             .into_iter()
@@ -364,6 +401,10 @@ pub fn offset_fetch(
                 });
                 let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();
                 rg.group_id = g.group_id.clone();
+                if let Err(e) = broker.groups.owns(broker, &g.group_id) {
+                    rg.error_code = code(e);
+                    return rg;
+                }
                 if version >= 9 {
                     let member = g.member_id.as_ref().map(|m| m.to_string());
                     if let Err(e) =
@@ -404,6 +445,12 @@ pub fn offset_fetch(
             })
             .collect();
         return resp;
+    }
+    if let Err(e) = broker.groups.owns(broker, &r.group_id) {
+        if version >= 2 {
+            resp.error_code = code(e);
+            return resp;
+        }
     }
     let topics = r.topics.as_ref().map(|ts| {
         ts.iter()
@@ -484,9 +531,13 @@ pub fn describe_groups(
         .groups
         .iter()
         .map(|id| {
-            let d = broker.groups.describe(id);
             let mut g = describe_groups_response::DescribedGroup::default();
             g.group_id = id.clone();
+            if let Err(e) = broker.groups.owns(broker, id) {
+                g.error_code = code(e);
+                return g;
+            }
+            let d = broker.groups.describe(id);
             g.group_state = s(d.state);
             g.protocol_type = s(d.protocol_type);
             g.protocol_data = s(d.protocol);
@@ -518,7 +569,9 @@ pub async fn delete_groups(broker: &Arc<Broker>, r: DeleteGroupsRequest) -> Dele
     for id in &r.groups_names {
         let mut d = delete_groups_response::DeletableGroupResult::default();
         d.group_id = id.clone();
-        if let Err(e) = broker.groups.delete_group(broker, id).await {
+        if let Err(e) = broker.groups.owns(broker, id) {
+            d.error_code = code(e);
+        } else if let Err(e) = broker.groups.delete_group(broker, id).await {
             d.error_code = e.code();
         }
         resp.results.push(d);
@@ -539,11 +592,16 @@ pub async fn offset_delete(broker: &Arc<Broker>, r: OffsetDeleteRequest) -> Offs
         })
         .collect();
     let mut resp = OffsetDeleteResponse::default();
-    match broker
-        .groups
-        .delete_offsets(broker, &r.group_id, topics)
-        .await
-    {
+    let deleted = match broker.groups.owns(broker, &r.group_id) {
+        Ok(()) => {
+            broker
+                .groups
+                .delete_offsets(broker, &r.group_id, topics)
+                .await
+        }
+        Err(e) => Err(BrokerError::from(e)),
+    };
+    match deleted {
         Ok(out) => {
             resp.topics = out
                 .into_iter()
@@ -606,11 +664,16 @@ pub async fn consumer_group_heartbeat(
         client_host: client.host.clone(),
     };
     let mut resp = ConsumerGroupHeartbeatResponse::default();
-    match broker
-        .groups
-        .consumer_heartbeat(broker, &r.group_id, req)
-        .await
-    {
+    let beat = match broker.groups.owns(broker, &r.group_id) {
+        Ok(()) => {
+            broker
+                .groups
+                .consumer_heartbeat(broker, &r.group_id, req)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match beat {
         Ok(out) => {
             resp.member_id = Some(s(out.member_id));
             resp.member_epoch = out.member_epoch;
@@ -671,7 +734,11 @@ pub fn consumer_group_describe(
             let mut g = consumer_group_describe_response::DescribedGroup::default();
             g.group_id = id.clone();
             g.authorized_operations = i32::MIN;
-            match broker.groups.consumer_describe(id) {
+            match broker
+                .groups
+                .owns(broker, id)
+                .and_then(|()| broker.groups.consumer_describe(id))
+            {
                 Ok(d) => {
                     g.group_state = s(d.state);
                     g.group_epoch = d.epoch;

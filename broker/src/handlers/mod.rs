@@ -77,10 +77,13 @@ async fn dispatch(
     use ResponseKind as Rs;
     let resp = match body {
         Rq::ApiVersions(_) => Rs::ApiVersions(api_versions::response()),
-        // Handlers that may create or remove directories and fsync metadata run with
-        // block_in_place so they do not stall the other tasks on this worker thread.
-        Rq::Metadata(r) => Rs::Metadata(blocking(|| cluster::metadata(broker, r, version))),
+        // Metadata changes go through the metadata quorum; the reconciler, not the request, opens
+        // and removes partition directories (on the blocking pool).
+        Rq::Metadata(r) => Rs::Metadata(cluster::metadata(broker, r, version).await),
         Rq::DescribeCluster(r) => Rs::DescribeCluster(cluster::describe_cluster(broker, r)),
+        Rq::DescribeQuorum(r) => {
+            Rs::DescribeQuorum(cluster::describe_quorum(broker, r, version).await)
+        }
         Rq::Produce(r) => match produce::handle(broker, r, version).await {
             produce::ProduceReply::Respond(r) => Rs::Produce(r),
             produce::ProduceReply::Silent => return Ok(None),
@@ -92,27 +95,25 @@ async fn dispatch(
             Rs::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(broker, r))
         }
         Rq::DeleteRecords(r) => Rs::DeleteRecords(offsets::delete_records(broker, r).await),
-        Rq::InitProducerId(r) => {
-            Rs::InitProducerId(blocking(|| produce::init_producer_id(broker, r)))
-        }
+        Rq::InitProducerId(r) => Rs::InitProducerId(produce::init_producer_id(broker, r).await),
         Rq::CreateTopics(r) => {
-            Rs::CreateTopics(blocking(|| admin_topics::create_topics(broker, r, version)))
+            Rs::CreateTopics(admin_topics::create_topics(broker, r, version).await)
         }
-        Rq::DeleteTopics(r) => {
-            Rs::DeleteTopics(blocking(|| admin_topics::delete_topics(broker, r)))
-        }
+        Rq::DeleteTopics(r) => Rs::DeleteTopics(admin_topics::delete_topics(broker, r).await),
         Rq::CreatePartitions(r) => {
-            Rs::CreatePartitions(blocking(|| admin_topics::create_partitions(broker, r)))
+            Rs::CreatePartitions(admin_topics::create_partitions(broker, r).await)
         }
         Rq::DescribeConfigs(r) => {
             Rs::DescribeConfigs(configs::describe_configs(broker, r, version))
         }
-        Rq::AlterConfigs(r) => Rs::AlterConfigs(blocking(|| configs::alter_configs(broker, r))),
+        Rq::AlterConfigs(r) => Rs::AlterConfigs(configs::alter_configs(broker, r).await),
         Rq::IncrementalAlterConfigs(r) => {
-            Rs::IncrementalAlterConfigs(blocking(|| configs::incremental_alter_configs(broker, r)))
+            Rs::IncrementalAlterConfigs(configs::incremental_alter_configs(broker, r).await)
         }
         Rq::DescribeLogDirs(r) => Rs::DescribeLogDirs(cluster::describe_log_dirs(broker, r)),
-        Rq::FindCoordinator(r) => Rs::FindCoordinator(groups::find_coordinator(broker, r, version)),
+        Rq::FindCoordinator(r) => {
+            Rs::FindCoordinator(groups::find_coordinator(broker, r, version).await)
+        }
         Rq::JoinGroup(r) => Rs::JoinGroup(groups::join_group(broker, r, version, client).await),
         Rq::SyncGroup(r) => Rs::SyncGroup(groups::sync_group(broker, r, version).await),
         Rq::Heartbeat(r) => Rs::Heartbeat(groups::heartbeat(broker, r)),
@@ -135,11 +136,6 @@ async fn dispatch(
         }
     };
     Ok(Some(resp))
-}
-
-/// Runs synchronous file-system work without stalling other tasks on this worker.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 /// Writes a failed operation's error code and message into a response's fields.

@@ -43,10 +43,10 @@ pub(super) async fn list_offsets(
             r.timestamp = -1;
             r.offset = -1;
             r.leader_epoch = -1;
-            match broker.partition(&name, p.partition_index) {
-                None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Some(part) => {
-                    r.error_code = check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
+            match broker.leader_partition(&name, p.partition_index) {
+                Err(e) => r.error_code = e.code(),
+                Ok(part) => {
+                    r.error_code = check_leader_epoch(p.current_leader_epoch, part.leader_epoch());
                     if r.error_code == 0 {
                         lookup(&part, p.timestamp, &mut r).await;
                     }
@@ -86,7 +86,7 @@ async fn lookup(part: &Partition, timestamp: i64, r: &mut ListOffsetsPartitionRe
         Ok(Some((offset, ts))) => {
             r.offset = offset;
             r.timestamp = ts;
-            r.leader_epoch = part.leader_epoch;
+            r.leader_epoch = part.leader_epoch();
         }
         Ok(None) => {}
         Err(e) => r.error_code = e.code(),
@@ -112,11 +112,11 @@ pub(super) fn offset_for_leader_epoch(
                     r.partition = p.partition;
                     r.leader_epoch = -1;
                     r.end_offset = -1;
-                    match broker.partition(&name, p.partition) {
-                        None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                        Some(part) => {
+                    match broker.leader_partition(&name, p.partition) {
+                        Err(e) => r.error_code = e.code(),
+                        Ok(part) => {
                             r.error_code =
-                                check_leader_epoch(p.current_leader_epoch, part.leader_epoch);
+                                check_leader_epoch(p.current_leader_epoch, part.leader_epoch());
                             if r.error_code == 0 {
                                 if let Some((epoch, end)) =
                                     part.offset_for_leader_epoch_any(p.leader_epoch)
@@ -149,9 +149,9 @@ pub(super) async fn delete_records(
             let mut r = DeleteRecordsPartitionResult::default();
             r.partition_index = p.partition_index;
             r.low_watermark = -1;
-            match broker.partition(&name, p.partition_index) {
-                None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Some(part) => match part.delete_records_any(p.offset).await {
+            match broker.leader_partition(&name, p.partition_index) {
+                Err(e) => r.error_code = e.code(),
+                Ok(part) => match part.delete_records_any(p.offset).await {
                     Ok(low) => r.low_watermark = low,
                     Err(e) => r.error_code = e.code(),
                 },

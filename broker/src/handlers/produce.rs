@@ -134,9 +134,7 @@ async fn produce_partition(
             "cannot append to internal topic {topic}"
         )));
     }
-    let partition = broker
-        .partition(topic, index)
-        .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{topic}-{index}")))?;
+    let partition = broker.leader_partition(topic, index)?;
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| BrokerError::InvalidRequest("produce without records".into()))?;
@@ -167,7 +165,7 @@ async fn produce_partition(
 }
 
 /// InitProducerId for idempotent producers (transactions come with their own issue).
-pub(super) fn init_producer_id(
+pub(super) async fn init_producer_id(
     broker: &Arc<Broker>,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -184,7 +182,7 @@ pub(super) fn init_producer_id(
     }
     // Like Kafka, a producer without a transactional id always gets a fresh id with epoch 0, even when it
     // asks to bump the epoch of its old one (KIP-360).
-    match broker.next_producer_id() {
+    match broker.next_producer_id().await {
         Ok(id) => {
             resp.producer_id = ProducerId(id);
             resp.producer_epoch = 0;

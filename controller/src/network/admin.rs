@@ -126,6 +126,7 @@ impl AdminClient {
             .client_write(context(self.timeout), command, forward)
             .await
             .map_err(|e| self.rpc_error(e))?
+            .map(|written| written.response)
             .map_err(|source| AdminError::Write {
                 addr: self.addr.clone(),
                 source,

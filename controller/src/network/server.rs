@@ -23,10 +23,10 @@ use super::Peers;
 use super::QuorumStatus;
 use super::RaftUnavailable;
 use super::WriteError;
+use super::Written;
 use crate::state::Command;
 use crate::state::MetadataState;
 use crate::store::MetadataRaft;
-use crate::store::Response;
 use crate::store::Snapshot;
 use crate::store::SnapshotMeta;
 use crate::store::StateMachineStore;
@@ -121,89 +121,110 @@ impl ControllerRpc for RpcServer {
         ctx: Context,
         command: Command,
         forward: bool,
-    ) -> Result<Response, WriteError> {
-        let forwarded = forward.then(|| command.clone());
-        let error = match self.raft.client_write(command).await {
-            Ok(written) => return Ok(written.data),
-            Err(e) => e,
-        };
-        match error {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => {
-                let leader_id = to.leader_id;
-                let leader_addr = to.leader_node.map(|n| n.addr);
-                if let (Some(command), Some(id), Some(addr)) = (forwarded, leader_id, &leader_addr)
-                {
-                    if id != self.node_id {
-                        let peer = self.peers.get(id, addr);
-                        match peer.client().await {
-                            Ok((client, generation)) => {
-                                match client.client_write(ctx, command, false).await {
-                                    Ok(result) => return result,
-                                    Err(e) => {
-                                        tracing::info!(leader = id, error = %e, "forwarding a write to the leader failed");
-                                        if matches!(
-                                            e,
-                                            tarpc::client::RpcError::Shutdown
-                                                | tarpc::client::RpcError::Send(_)
-                                                | tarpc::client::RpcError::Channel(_)
-                                        ) {
-                                            peer.disconnect(generation).await;
-                                        }
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                tracing::info!(leader = id, error = %e, "cannot forward a write to the leader");
-                            }
-                        }
-                    }
-                }
-                Err(WriteError::NotLeader {
-                    leader_id,
-                    leader_addr,
-                })
-            }
-            RaftError::APIError(ClientWriteError::LogEntryDiscarded(to)) => {
-                Err(WriteError::Indeterminate {
-                    leader_id: to.leader_id,
-                    leader_addr: to.leader_node.map(|n| n.addr),
-                })
-            }
-            other => Err(WriteError::Unavailable(other.to_string())),
-        }
+    ) -> Result<Written, WriteError> {
+        write_or_forward(self.node_id, &self.raft, &self.peers, ctx, command, forward).await
     }
 
     async fn status(self, _: Context) -> QuorumStatus {
-        let m = self.raft.metrics().borrow_watched().clone();
-        let membership = m.membership_config.membership();
-        let voters: BTreeMap<u64, String> = membership
-            .voter_ids()
-            .map(|id| {
-                let addr = membership
-                    .get_node(&id)
-                    .map(|n| n.addr.clone())
-                    .unwrap_or_default();
-                (id, addr)
-            })
-            .collect();
-        QuorumStatus {
-            node_id: self.node_id,
-            role: format!("{:?}", m.state),
-            current_leader: m.current_leader,
-            term: m.current_term,
-            last_log_index: m.last_log_index,
-            committed: m.local_committed.as_ref().map(|l| l.index),
-            last_applied: m.last_applied.as_ref().map(|l| l.index),
-            voters,
-            matched: m.replication.as_ref().map(|r| {
-                r.iter()
-                    .map(|(id, matched)| (*id, matched.as_ref().map(|l| l.index)))
-                    .collect()
-            }),
-        }
+        local_status(self.node_id, &self.raft)
     }
 
     async fn read_state(self, _: Context) -> MetadataState {
         self.sm.read(Clone::clone)
+    }
+}
+
+/// Propose `command` here; on a follower, forward it once to the leader when `forward` is set.
+pub(crate) async fn write_or_forward(
+    node_id: u64,
+    raft: &MetadataRaft,
+    peers: &Peers,
+    ctx: Context,
+    command: Command,
+    forward: bool,
+) -> Result<Written, WriteError> {
+    let forwarded = forward.then(|| command.clone());
+    let error = match raft.client_write(command).await {
+        Ok(written) => {
+            return Ok(Written {
+                index: written.log_id.index,
+                response: written.data,
+            })
+        }
+        Err(e) => e,
+    };
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => {
+            let leader_id = to.leader_id;
+            let leader_addr = to.leader_node.map(|n| n.addr);
+            if let (Some(command), Some(id), Some(addr)) = (forwarded, leader_id, &leader_addr) {
+                if id != node_id {
+                    let peer = peers.get(id, addr);
+                    match peer.client().await {
+                        Ok((client, generation)) => {
+                            match client.client_write(ctx, command, false).await {
+                                Ok(result) => return result,
+                                Err(e) => {
+                                    tracing::info!(leader = id, error = %e, "forwarding a write to the leader failed");
+                                    if matches!(
+                                        e,
+                                        tarpc::client::RpcError::Shutdown
+                                            | tarpc::client::RpcError::Send(_)
+                                            | tarpc::client::RpcError::Channel(_)
+                                    ) {
+                                        peer.disconnect(generation).await;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(leader = id, error = %e, "cannot forward a write to the leader");
+                        }
+                    }
+                }
+            }
+            Err(WriteError::NotLeader {
+                leader_id,
+                leader_addr,
+            })
+        }
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(to)) => {
+            Err(WriteError::Indeterminate {
+                leader_id: to.leader_id,
+                leader_addr: to.leader_node.map(|n| n.addr),
+            })
+        }
+        other => Err(WriteError::Unavailable(other.to_string())),
+    }
+}
+
+/// This node's view of the quorum, from its Raft metrics.
+pub(crate) fn local_status(node_id: u64, raft: &MetadataRaft) -> QuorumStatus {
+    let m = raft.metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeMap<u64, String> = membership
+        .voter_ids()
+        .map(|id| {
+            let addr = membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            (id, addr)
+        })
+        .collect();
+    QuorumStatus {
+        node_id,
+        role: format!("{:?}", m.state),
+        current_leader: m.current_leader,
+        term: m.current_term,
+        last_log_index: m.last_log_index,
+        committed: m.local_committed.as_ref().map(|l| l.index),
+        last_applied: m.last_applied.as_ref().map(|l| l.index),
+        voters,
+        matched: m.replication.as_ref().map(|r| {
+            r.iter()
+                .map(|(id, matched)| (*id, matched.as_ref().map(|l| l.index)))
+                .collect()
+        }),
     }
 }

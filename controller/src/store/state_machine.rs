@@ -55,6 +55,8 @@ pub struct SnapshotPayload {
 #[derive(Clone)]
 pub struct StateMachineStore {
     inner: Arc<Mutex<Inner>>,
+    /// Index of the last applied log entry (0 before any); changes after every applied batch.
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 struct Inner {
@@ -82,9 +84,22 @@ impl StateMachineStore {
             let (meta, data) = decode_snapshot_file(&bytes)?;
             inner.load(&meta, data)?;
         }
+        let index = inner.last_applied.map_or(0, |l| l.index);
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
+            applied: Arc::new(tokio::sync::watch::Sender::new(index)),
         })
+    }
+
+    /// Watch the index of the last applied entry: it changes after each applied batch and each
+    /// installed snapshot, after the state reflects it.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn publish_applied(&self) {
+        let index = self.inner.lock().last_applied.map_or(0, |l| l.index);
+        self.applied.send_replace(index);
     }
 
     /// Read the current metadata.
@@ -215,6 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responder.send(response);
             }
         }
+        self.publish_applied();
         Ok(())
     }
 
@@ -232,7 +248,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Decode before persisting so an undecodable snapshot never replaces a good one.
         let _: SnapshotPayload = file_util::decode_json(&data, "installed snapshot data")?;
         inner.persist_snapshot(meta, &data)?;
-        inner.load(meta, data)
+        inner.load(meta, data)?;
+        drop(inner);
+        self.publish_applied();
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
@@ -282,6 +301,7 @@ mod tests {
             log_id(1, 2),
             Command::DeleteTopic {
                 topic_id: Uuid::from_u128(5),
+                remote_cleanup: false,
             },
         );
         let create = Entry::new_normal(
