@@ -145,11 +145,7 @@ impl Broker {
         loaded_remote: HashMap<(Uuid, i32), Arc<RemotePartition>>,
     ) -> Result<Arc<Self>, BrokerError> {
         let data_dir = config.broker.data_dir.clone();
-        let index = cluster
-            .controller()
-            .state()
-            .last_applied()
-            .map_or(0, |l| l.index);
+        let index = cluster.applied_index();
         let view = cluster.read_state(|st| ClusterView::from_state(st, index));
         let mut layers = BrokerLayers::from_config(&config.broker);
         layers.dynamic_default = view.cluster_configs.clone();
@@ -238,10 +234,21 @@ impl Broker {
         self.view().cluster_id.clone()
     }
 
-    /// Whether this broker's embedded controller is the active one (it runs the cluster-wide
-    /// chores: the object store metadata copy and deleted topics' objects).
-    pub fn is_active_controller(&self) -> bool {
-        self.cluster.controller_id() == Some(self.node_id())
+    /// The controller id clients are told (Metadata, DescribeCluster): the active controller when it
+    /// is a live broker (combined mode), else the lowest-id live broker, as KRaft brokers do.
+    pub fn reported_controller_id(&self) -> i32 {
+        let view = self.view();
+        self.cluster
+            .controller_id()
+            .filter(|id| view.is_live(*id))
+            .or_else(|| view.live_brokers().next().map(|b| b.id))
+            .unwrap_or(-1)
+    }
+
+    /// Whether this broker runs the cluster-wide chores (the object store metadata copy, deleting
+    /// deleted topics' objects): the broker reported as controller, so exactly one live broker.
+    pub fn runs_cluster_chores(&self) -> bool {
+        self.reported_controller_id() == self.node_id()
     }
 
     /// All topics.

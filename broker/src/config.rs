@@ -168,6 +168,10 @@ pub struct BrokerArgs {
     /// How often the broker heartbeats to the controller (`broker.heartbeat.interval.ms`).
     #[arg(long, env = "STRATA_BROKER_HEARTBEAT_INTERVAL_MS")]
     pub broker_heartbeat_interval_ms: Option<u64>,
+    /// What this node runs (`process.roles`): `broker,controller` (combined, the default),
+    /// `broker` (metadata from the --controller-voters) or `controller` (a quorum voter only).
+    #[arg(long, env = "STRATA_ROLES")]
+    pub roles: Option<String>,
 }
 
 /// The broker's configuration after layering. Keys of the TOML file are these field names.
@@ -269,6 +273,8 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: i64,
     /// `broker.heartbeat.interval.ms`.
     pub broker_heartbeat_interval_ms: u64,
+    /// `process.roles`: `broker,controller`, `broker` or `controller`.
+    pub roles: String,
 }
 
 impl Default for BrokerConfig {
@@ -321,6 +327,7 @@ impl Default for BrokerConfig {
             controller_listen: String::new(),
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 2_000,
+            roles: "broker,controller".into(),
         }
     }
 }
@@ -342,6 +349,17 @@ pub struct RuntimeConfig {
     pub voters: std::collections::BTreeMap<u64, String>,
     /// Address the embedded controller binds.
     pub controller_listen: SocketAddr,
+    /// What this node runs.
+    pub roles: Roles,
+}
+
+/// The roles of a node (KRaft's `process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves Kafka clients and hosts partitions.
+    pub broker: bool,
+    /// Is a voter of the metadata quorum.
+    pub controller: bool,
 }
 
 macro_rules! overlay {
@@ -398,6 +416,7 @@ impl BrokerConfig {
             controller_listen,
             broker_session_timeout_ms,
             broker_heartbeat_interval_ms,
+            roles,
         );
         for (dst, src) in [
             (&mut cfg.object_store_endpoint, &args.object_store_endpoint),
@@ -509,6 +528,7 @@ impl BrokerConfig {
             "controller_listen",
             "broker_session_timeout_ms",
             "broker_heartbeat_interval_ms",
+            "roles",
         ]
     }
 
@@ -708,12 +728,54 @@ impl BrokerConfig {
             })?;
         }
         let node = u64::try_from(self.node_id).unwrap_or_default();
+        let mut roles = Roles {
+            broker: false,
+            controller: false,
+        };
+        for r in self
+            .roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            match r {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                _ => {
+                    return Err(bad(
+                        "roles",
+                        self.roles.clone(),
+                        "expected broker, controller or broker,controller",
+                    ))
+                }
+            }
+        }
+        if !roles.broker && !roles.controller {
+            return Err(bad("roles", self.roles.clone(), "no role given"));
+        }
+        if !roles.controller && self.controller_voters.trim().is_empty() {
+            return Err(bad(
+                "controller_voters",
+                String::new(),
+                "a node without the controller role needs the voters of the metadata quorum",
+            ));
+        }
         let voters = if self.controller_voters.trim().is_empty() {
             std::collections::BTreeMap::from([(node, String::new())])
         } else {
             let voters = parse_voters(&self.controller_voters)
                 .map_err(|e| bad("controller_voters", self.controller_voters.clone(), &e))?;
-            if !voters.contains_key(&node) {
+            if !roles.controller && voters.contains_key(&node) {
+                return Err(bad(
+                    "controller_voters",
+                    self.controller_voters.clone(),
+                    &format!(
+                        "node id {} is a voter but this node has no controller role; broker-only nodes need ids of their own",
+                        self.node_id
+                    ),
+                ));
+            }
+            if roles.controller && !voters.contains_key(&node) {
                 let ids: Vec<String> = voters.keys().map(u64::to_string).collect();
                 return Err(bad(
                     "controller_voters",
@@ -756,6 +818,7 @@ impl BrokerConfig {
             metrics_listen,
             voters,
             controller_listen,
+            roles,
             broker: self,
         })
     }
@@ -838,6 +901,36 @@ mod tests {
         let single = BrokerConfig::default().validate().expect("valid");
         assert_eq!(single.voters.len(), 1);
         assert_eq!(single.controller_listen.port(), 0);
+        assert!(single.roles.broker && single.roles.controller);
+    }
+
+    #[test]
+    fn roles_are_checked_against_the_voters() {
+        let voters = "1@127.0.0.1:1,2@127.0.0.1:2".to_string();
+        let with = |node_id: i32, roles: &str, voters: &str| BrokerConfig {
+            node_id,
+            roles: roles.into(),
+            controller_voters: voters.into(),
+            ..BrokerConfig::default()
+        };
+        let b = with(5, "broker", &voters).validate().expect("broker-only");
+        assert!(b.roles.broker && !b.roles.controller);
+        let e = with(1, "broker", &voters)
+            .validate()
+            .expect_err("voter id")
+            .to_string();
+        assert!(e.contains("broker-only nodes need ids of their own"), "{e}");
+        let e = with(5, "broker", "")
+            .validate()
+            .expect_err("no voters")
+            .to_string();
+        assert!(e.contains("needs the voters"), "{e}");
+        let c = with(2, "controller", &voters)
+            .validate()
+            .expect("controller-only");
+        assert!(!c.roles.broker && c.roles.controller);
+        assert!(with(1, "zookeeper", &voters).validate().is_err());
+        assert!(with(1, "", &voters).validate().is_err());
     }
 
     #[test]

@@ -46,6 +46,11 @@ fn main() -> std::process::ExitCode {
 
 fn run_broker(args: BrokerArgs) -> std::process::ExitCode {
     let config = BrokerConfig::load(&args).and_then(BrokerConfig::validate);
+    if let Ok(c) = &config {
+        if !c.roles.broker {
+            return run_controller_only(c.clone());
+        }
+    }
     run_service(config, "broker", |config| async move {
         let server = Server::start(config).await?;
         let shutdown = server.shutdown.clone();
@@ -56,6 +61,22 @@ fn run_broker(args: BrokerArgs) -> std::process::ExitCode {
         });
         server.run().await
     })
+}
+
+/// `strata broker --roles controller`: a voter of the metadata quorum and nothing else.
+fn run_controller_only(config: broker::config::RuntimeConfig) -> std::process::ExitCode {
+    let node_id = u64::try_from(config.broker.node_id).unwrap_or_default();
+    let node_config = broker::cluster::controller_config(&config, node_id, config.voters.clone());
+    run_service(
+        Ok::<_, String>(node_config),
+        "controller",
+        |nc| async move {
+            let node = controller::ControllerNode::start(nc).await?;
+            termination_signal().await;
+            tracing::info!("termination signal received");
+            node.shutdown().await
+        },
+    )
 }
 
 /// Runs `service` on a multi-threaded runtime: exit code 2 for a configuration error (printed once,

@@ -278,8 +278,8 @@ impl RemoteTier {
             .await;
         // Offloading may have freed local space: let produce in again without waiting.
         broker.logs.refresh_disk_usage();
-        // Cluster-wide chores, done by one broker: the one whose controller is active.
-        if broker.is_active_controller() {
+        // Cluster-wide chores, done by one broker.
+        if broker.runs_cluster_chores() {
             self.delete_pending_topics(broker).await;
             self.publish_metadata(broker).await;
         }

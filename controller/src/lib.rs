@@ -10,6 +10,7 @@ pub mod state;
 pub mod store;
 
 pub use network::AdminClient;
+pub use network::AdminError;
 pub use network::QuorumStatus;
 pub use network::WriteError;
 pub use network::Written;

@@ -2,7 +2,7 @@
 //!
 //! One [tarpc](https://github.com/google/tarpc) service, [`ControllerRpc`], carries everything: the
 //! three Raft RPCs (`append_entries`, `vote`, `install_snapshot`) and the admin RPCs
-//! (`client_write`, `status`, `read_state`). tarpc is Google's RPC crate for tokio: requests are
+//! (`client_write`, `status`, `read_state`, `follow_state`). tarpc is Google's RPC crate for tokio: requests are
 //! serde values, and any number of concurrent requests are multiplexed over ONE TCP connection, each
 //! with its own id and deadline. So every node dials each peer once ([`Peers`] keeps one client per
 //! peer) and all Raft replication streams, votes, snapshots and forwarded writes to that peer share
@@ -83,6 +83,9 @@ pub trait ControllerRpc {
     async fn status() -> QuorumStatus;
     /// Admin: this node's applied metadata (for tests and debugging).
     async fn read_state() -> MetadataState;
+    /// Broker-only nodes follow the metadata with this long poll: it answers once this node has
+    /// applied an entry after `after` (or after `wait_ms`), with the applied index and the state.
+    async fn follow_state(after: u64, wait_ms: u64) -> (u64, MetadataState);
 }
 
 /// A committed metadata command: its log index and its outcome.

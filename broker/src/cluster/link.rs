@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::remote::RemoteQuorum;
 use super::view::ClusterView;
 use crate::config::RuntimeConfig;
 use crate::error::BrokerError;
@@ -23,9 +24,16 @@ const INCARNATION_FILE: &str = "broker.incarnation";
 /// How long a metadata write may wait for a leader and a commit.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Where the metadata quorum is: embedded in this process (combined mode), or on other nodes
+/// (`--roles broker`).
+enum Quorum {
+    Embedded(ControllerNode),
+    Remote(Arc<RemoteQuorum>),
+}
+
 /// The link; shared by the broker and its background tasks.
 pub struct ClusterLink {
-    node: ControllerNode,
+    quorum: Quorum,
     broker_id: BrokerId,
     incarnation: Uuid,
     epoch: AtomicI64,
@@ -61,20 +69,17 @@ impl ClusterLink {
             BrokerError::MetadataIo(format!("create data dir {}: {e}", cfg.data_dir.display()))
         })?;
         let incarnation = load_incarnation(&cfg.data_dir)?;
-        let node = ControllerNode::start(NodeConfig {
-            node_id,
-            listen: config.controller_listen,
-            voters,
-            data_dir: cfg.data_dir.join(METADATA_DIR),
-            raft: RaftTuning::default(),
-            broker_session_timeout_ms: cfg.broker_session_timeout_ms,
-        })
-        .await
-        .map_err(|e| BrokerError::ControllerUnavailable(e.to_string()))?;
-        let index = node.state().last_applied().map_or(0, |l| l.index);
-        let view = node.state().read(|st| ClusterView::from_state(st, index));
-        Ok(Arc::new(Self {
-            node,
+        let quorum = if config.roles.controller {
+            Quorum::Embedded(
+                ControllerNode::start(controller_config(config, node_id, voters))
+                    .await
+                    .map_err(|e| BrokerError::ControllerUnavailable(e.to_string()))?,
+            )
+        } else {
+            Quorum::Remote(RemoteQuorum::start(voters))
+        };
+        let link = Self {
+            quorum,
             broker_id: cfg.node_id,
             incarnation,
             epoch: AtomicI64::new(-1),
@@ -84,11 +89,15 @@ impl ClusterLink {
                 port: u16::try_from(config.advertised_port).unwrap_or_default(),
             },
             rack: cfg.rack.clone(),
-            view: RwLock::new(Arc::new(view)),
+            view: RwLock::new(Arc::new(ClusterView::default())),
             reconciled: watch::Sender::new(0),
             heartbeat_interval: Duration::from_millis(cfg.broker_heartbeat_interval_ms),
             stopping: AtomicBool::new(false),
-        }))
+        };
+        let index = link.applied_index();
+        let view = link.read_state(|st| ClusterView::from_state(st, index));
+        *link.view.write() = Arc::new(view);
+        Ok(Arc::new(link))
     }
 
     /// This broker's id.
@@ -106,32 +115,73 @@ impl ClusterLink {
         self.view.read().clone()
     }
 
-    /// The embedded controller node.
-    pub fn controller(&self) -> &ControllerNode {
-        &self.node
-    }
-
     /// The active controller's id, as this node knows it.
     pub fn controller_id(&self) -> Option<i32> {
-        self.node
-            .status()
+        self.quorum_status()
             .current_leader
             .and_then(|id| i32::try_from(id).ok())
     }
 
-    /// This node's view of the quorum.
+    /// This node's view of the quorum (a broker-only node: the last one a controller gave).
     pub fn quorum_status(&self) -> QuorumStatus {
-        self.node.status()
+        match &self.quorum {
+            Quorum::Embedded(node) => node.status(),
+            Quorum::Remote(remote) => remote.status().unwrap_or_else(|| QuorumStatus {
+                node_id: u64::try_from(self.broker_id).unwrap_or_default(),
+                role: "Observer".into(),
+                current_leader: None,
+                term: 0,
+                last_log_index: None,
+                committed: None,
+                last_applied: None,
+                voters: Default::default(),
+                matched: None,
+            }),
+        }
+    }
+
+    /// The active controller's view of the quorum, with each voter's replication progress.
+    pub async fn leader_status(&self) -> Result<QuorumStatus, String> {
+        match &self.quorum {
+            Quorum::Embedded(node) => node.leader_status(Duration::from_secs(3)).await,
+            Quorum::Remote(remote) => remote.leader_status().await,
+        }
+    }
+
+    /// Index of the last metadata log entry this node has (applied, or followed).
+    pub fn applied_index(&self) -> u64 {
+        match &self.quorum {
+            Quorum::Embedded(node) => node.state().last_applied().map_or(0, |l| l.index),
+            Quorum::Remote(remote) => remote.applied_index(),
+        }
     }
 
     /// The applied metadata state, read in place.
     pub fn read_state<T>(&self, f: impl FnOnce(&controller::MetadataState) -> T) -> T {
-        self.node.state().read(f)
+        match &self.quorum {
+            Quorum::Embedded(node) => node.state().read(f),
+            Quorum::Remote(remote) => remote.read(f),
+        }
     }
 
-    /// Watches the controller state machine's applied index.
+    /// Watches the applied (or followed) metadata index.
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
-        self.node.state().subscribe()
+        match &self.quorum {
+            Quorum::Embedded(node) => node.state().subscribe(),
+            Quorum::Remote(remote) => remote.subscribe(),
+        }
+    }
+
+    async fn write_once(&self, command: Command, timeout: Duration) -> Result<Written, WriteError> {
+        match &self.quorum {
+            Quorum::Embedded(node) => node.write(command, timeout).await,
+            Quorum::Remote(remote) => {
+                match tokio::time::timeout(timeout, remote.write(command)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(WriteError::Unavailable("no commit in time".into())),
+                }
+            }
+        }
     }
 
     /// Makes `view` the one handlers see, after the broker acted on it.
@@ -148,7 +198,7 @@ impl ClusterLink {
         let mut delay = Duration::from_millis(50);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let err = match self.node.write(command.clone(), left).await {
+            let err = match self.write_once(command.clone(), left).await {
                 Ok(w) => return Ok(w),
                 Err(e) => e,
             };
@@ -321,7 +371,7 @@ impl ClusterLink {
         };
         let ctx = tokio::time::timeout(
             Duration::from_secs(2),
-            self.node.write(fence, Duration::from_secs(2)),
+            self.write_once(fence, Duration::from_secs(2)),
         );
         match ctx.await {
             Ok(Ok(_)) => tracing::info!(broker_id = self.broker_id, "fenced for shutdown"),
@@ -330,11 +380,32 @@ impl ClusterLink {
         }
     }
 
-    /// Stops the controller node.
+    /// Stops the embedded controller node (or stops following the remote one).
     pub async fn shutdown(&self) {
-        if let Err(e) = self.node.shutdown().await {
-            tracing::warn!(error = %e, "controller node did not stop cleanly");
+        match &self.quorum {
+            Quorum::Embedded(node) => {
+                if let Err(e) = node.shutdown().await {
+                    tracing::warn!(error = %e, "controller node did not stop cleanly");
+                }
+            }
+            Quorum::Remote(remote) => remote.shutdown().await,
         }
+    }
+}
+
+/// The controller node configuration of a node with the controller role.
+pub fn controller_config(
+    config: &RuntimeConfig,
+    node_id: u64,
+    voters: std::collections::BTreeMap<u64, String>,
+) -> NodeConfig {
+    NodeConfig {
+        node_id,
+        listen: config.controller_listen,
+        voters,
+        data_dir: config.broker.data_dir.join(METADATA_DIR),
+        raft: RaftTuning::default(),
+        broker_session_timeout_ms: config.broker.broker_session_timeout_ms,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The broker's side of the metadata quorum (see `docs/rfcs/0005-metadata-quorum.md`).
 //!
 //! - `link.rs`: the embedded controller node, metadata writes, registration and heartbeats.
+//! - `remote.rs`: a broker-only node's link to controllers elsewhere (`--roles broker`).
 //! - `view.rs`: the metadata cache every handler reads.
 //! - `reconcile.rs`: acting on metadata changes (opening, deleting and re-configuring partitions).
 //! - this file: carrying metadata over from the single-node `metadata.json` format, which is also
@@ -8,13 +9,14 @@
 
 mod link;
 mod reconcile;
+mod remote;
 mod view;
 
 use std::collections::BTreeMap;
 
 use controller::state::{BrokerId, ClusterImport, ImportedTopic, PartitionAssignment};
 
-pub use link::{command_error, now_ms, ClusterLink, METADATA_DIR};
+pub use link::{command_error, controller_config, now_ms, ClusterLink, METADATA_DIR};
 pub use reconcile::{reconcile, run_reconciler};
 pub use view::{ClusterView, PartitionView, TopicView};
 

@@ -109,19 +109,8 @@ pub(super) async fn metadata(
         })
         .collect();
     resp.cluster_id = Some(StrBytes::from_string(view.cluster_id.clone()));
-    resp.controller_id = BrokerId(controller_id(broker, &view));
+    resp.controller_id = BrokerId(broker.reported_controller_id());
     resp
-}
-
-/// The controller id clients are told: the active controller (combined mode: it is a broker too),
-/// or any live broker while there is none, as KRaft brokers do.
-fn controller_id(broker: &Broker, view: &ClusterView) -> i32 {
-    broker
-        .cluster
-        .controller_id()
-        .filter(|id| view.is_live(*id))
-        .or_else(|| view.live_brokers().next().map(|b| b.id))
-        .unwrap_or(-1)
 }
 
 fn error_entry(name: Option<String>, id: Uuid, code: i16) -> MetadataResponseTopic {
@@ -188,7 +177,7 @@ pub(super) fn describe_cluster(
         })
         .collect();
     resp.cluster_id = StrBytes::from_string(view.cluster_id.clone());
-    resp.controller_id = BrokerId(controller_id(broker, &view));
+    resp.controller_id = BrokerId(broker.reported_controller_id());
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
     resp.endpoint_type = 1;
     resp
@@ -205,11 +194,7 @@ pub(super) async fn describe_quorum(
     version: i16,
 ) -> DescribeQuorumResponse {
     let mut resp = DescribeQuorumResponse::default();
-    let status = broker
-        .cluster
-        .controller()
-        .leader_status(std::time::Duration::from_secs(3))
-        .await;
+    let status = broker.cluster.leader_status().await;
     for t in req.topics {
         let mut topic = describe_quorum_response::TopicData::default();
         topic.topic_name = t.topic_name.clone();

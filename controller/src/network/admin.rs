@@ -10,6 +10,7 @@ use super::transport;
 use super::ControllerRpcClient;
 use super::QuorumStatus;
 use super::WriteError;
+use super::Written;
 use crate::state::Command;
 use crate::state::MetadataState;
 use crate::store::Response;
@@ -107,6 +108,32 @@ impl AdminClient {
             .read_state(context(self.timeout))
             .await
             .map_err(|e| self.rpc_error(e))
+    }
+
+    /// Long-poll the node's applied metadata: returns once it applied past `after` or after `wait`.
+    pub async fn follow_state(
+        &self,
+        after: u64,
+        wait: Duration,
+    ) -> Result<(u64, MetadataState), AdminError> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.client
+            .follow_state(context(self.timeout + wait), after, wait_ms)
+            .await
+            .map_err(|e| self.rpc_error(e))
+    }
+
+    /// Propose `command` (forwarded by a follower to the leader); the committed entry's index and
+    /// outcome.
+    pub async fn write_indexed(&self, command: Command) -> Result<Written, AdminError> {
+        self.client
+            .client_write(context(self.timeout), command, true)
+            .await
+            .map_err(|e| self.rpc_error(e))?
+            .map_err(|source| AdminError::Write {
+                addr: self.addr.clone(),
+                source,
+            })
     }
 
     /// Propose `command`; a follower forwards it to the leader. The result is the committed

@@ -132,6 +132,15 @@ impl ControllerRpc for RpcServer {
     async fn read_state(self, _: Context) -> MetadataState {
         self.sm.read(Clone::clone)
     }
+
+    async fn follow_state(self, _: Context, after: u64, wait_ms: u64) -> (u64, MetadataState) {
+        let mut applied = self.sm.subscribe();
+        let wait = std::time::Duration::from_millis(wait_ms.min(30_000));
+        // Either outcome answers: a newer state, or the same one after the wait (a keep-alive).
+        let _ = tokio::time::timeout(wait, applied.wait_for(|i| *i > after)).await;
+        let index = self.sm.last_applied().map_or(0, |l| l.index);
+        (index, self.sm.read(Clone::clone))
+    }
 }
 
 /// Propose `command` here; on a follower, forward it once to the leader when `forward` is set.
