@@ -94,7 +94,11 @@ impl TestBroker {
                 "--metrics-listen",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
-            .args(["--node-id", "0"])
+            .args(if self.extra_args.iter().any(|a| a == "--node-id") {
+                &[][..]
+            } else {
+                &["--node-id", "0"][..]
+            })
             .args(&self.extra_args)
             .env(
                 "RUST_LOG",
@@ -191,6 +195,13 @@ impl TestBroker {
             self.log_tail(60)
         );
         self.spawn();
+    }
+
+    /// SIGKILL, without a restart.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("broker process is running");
+        child.kill().expect("SIGKILL the broker");
+        child.wait().expect("reap the killed broker");
     }
 
     /// SIGKILL (no chance to flush or clean up), then start again on the same ports and data directory.
