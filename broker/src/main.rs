@@ -28,13 +28,18 @@ enum Command {
     Controller(controller_cmd::ControllerArgs),
 }
 
+/// Log filter without STRATA_LOG/RUST_LOG: info; openraft from warn (its info lines dump whole
+/// states), and not its warning on every failed RPC to
+/// an unreachable peer (several a second); the transport logs each outage once instead.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::core::heartbeat=error,openraft::replication=error,openraft::engine::handler::replication_handler=error";
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("STRATA_LOG")
                 .or_else(|_| EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| EnvFilter::new("info")),
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -107,7 +112,11 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(service(config)).map_err(Into::into) {
+    let result = runtime.block_on(service(config)).map_err(Into::into);
+    // Everything durable is closed by now; a blocking task that is still running (a read of a
+    // slow disk, say) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "{name} failed");

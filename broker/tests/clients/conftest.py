@@ -3,6 +3,9 @@
 Every test gets its own broker process, data directory and ports, so tests never share state. The broker's
 stderr goes to a file; when a test fails, the tail of every broker it started is attached to the report.
 
+`cluster_factory` runs several `strata broker` processes as one cluster (combined broker + controller
+voter per node, an embedded metadata quorum); see `Cluster`.
+
 Environment:
   STRATA_BIN         path of the broker binary (default: $CARGO_TARGET_DIR or <repo>/target, then
                      debug/strata)
@@ -14,11 +17,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,6 +50,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports on 127.0.0.1 that nothing listens on right now (all bound at once, so no two
+    are the same)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def port_open(port: int, timeout: float = 0.2) -> bool:
     """True when a TCP connection to 127.0.0.1:port succeeds."""
     try:
@@ -59,10 +79,14 @@ class BrokerError(AssertionError):
 
 
 class Broker:
-    """One `strata broker` process with a fixed data directory and ports across restarts."""
+    """One `strata broker` process with a fixed data directory and ports across restarts.
+
+    `node_id` (default 0, a single-node broker) and `flags` (extra command-line flags) are fixed at
+    construction; `port`/`metrics_port` default to free ports. `start()` = `spawn()` + `wait_ready()`."""
 
     def __init__(self, data_dir: Path, log_dir: Path, flags: list[str] | None = None,
-                 env: dict[str, str] | None = None, name: str = "broker"):
+                 env: dict[str, str] | None = None, name: str = "broker", node_id: int = 0,
+                 port: int | None = None, metrics_port: int | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = Path(log_dir)
@@ -70,14 +94,16 @@ class Broker:
         self.flags = list(flags or [])
         self.extra_env = dict(env or {})
         self.name = name
-        self.port = free_port()
-        self.metrics_port = free_port()
+        self.port = port or free_port()
+        self.metrics_port = metrics_port or free_port()
         while self.metrics_port == self.port:
             self.metrics_port = free_port()
-        self.node_id = 0
+        self.node_id = node_id
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.paused = False
         self.stderr_path: Path | None = None
+        self.stderr_paths: list[Path] = []
         self._stderr_file = None
 
     @property
@@ -100,12 +126,21 @@ class Broker:
 
     def start(self, timeout: float = STRATA_START_TIMEOUT_S) -> "Broker":
         """Starts the process and waits until its Kafka port accepts connections."""
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self) -> "Broker":
+        """Starts the process without waiting for anything (a cluster node binds its Kafka port only
+        once it registered with the quorum, so every node must be spawned before any is ready)."""
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         binary = strata_bin()
         if not binary.exists():
             raise BrokerError(f"broker binary {binary} missing: run cargo build -p strata-broker --bin strata")
+        self._close_log()
         self.starts += 1
+        self.paused = False
         self.stderr_path = self.log_dir / f"{self.name}-stderr-{self.starts}.log"
+        self.stderr_paths.append(self.stderr_path)
         self._stderr_file = open(self.stderr_path, "wb")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
@@ -114,6 +149,12 @@ class Broker:
         env.update(self.extra_env)
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._stderr_file,
                                      stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def wait_ready(self, timeout: float = STRATA_START_TIMEOUT_S) -> "Broker":
+        """Waits until the spawned process accepts connections on its Kafka port; SIGKILLs it and raises
+        if it exits first or the port stays closed for `timeout` seconds."""
+        assert self.proc is not None, "broker never spawned"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -130,12 +171,31 @@ class Broker:
         """True while the process is alive."""
         return self.proc is not None and self.proc.poll() is None
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stays alive (sockets open) but answers nothing, heartbeats included."""
+        assert self.running(), f"{self.name} is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def terminate(self) -> None:
+        """Sends SIGTERM (after SIGCONT when paused) without waiting; see stop()."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self.paused:
+                self.resume()
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = STRATA_STOP_TIMEOUT_S, check: bool = True) -> int:
         """SIGTERM, wait for exit; asserts a clean shutdown (exit 0) unless check=False."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -150,10 +210,13 @@ class Broker:
         return rc
 
     def kill9(self) -> None:
-        """SIGKILL: the process gets no chance to flush or clean up."""
+        """SIGKILL (after SIGCONT when paused): the process gets no chance to flush or clean up."""
         if self.proc is not None and self.proc.poll() is None:
+            if self.paused:
+                self.resume()
             self.proc.kill()
             self.proc.wait()
+        self.paused = False
         self._close_log()
 
     def restart(self, kill: bool = False) -> "Broker":
@@ -192,10 +255,29 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed:
         for broker in getattr(item, "_strata_brokers", []):
+            # Earlier runs of a restarted broker too (a cluster test kills and restarts nodes).
+            for path in broker.stderr_paths[:-1][-2:]:
+                report.sections.append((f"{broker.name} earlier run (tail of {path})",
+                                        _file_tail(path, 30)))
             report.sections.append((f"{broker.name} output (tail of {broker.stderr_path})", broker.stderr_tail()))
         seed = getattr(item, "_strata_seed", None)
         if seed is not None:
             report.sections.append(("seed", f"rerun with STRATA_TEST_SEED={_SEED} (this test's seed {seed})"))
+
+
+def _file_tail(path: Path, lines: int) -> str:
+    if not path.exists():
+        return "(no output)"
+    return "\n".join(path.read_bytes().decode(errors="replace").splitlines()[-lines:])
+
+
+def _reported_brokers(request) -> list:
+    """The list whose brokers' output is attached to a failing test's report (shared by the fixtures)."""
+    brokers = getattr(request.node, "_strata_brokers", None)
+    if brokers is None:
+        brokers = []
+        request.node._strata_brokers = brokers
+    return brokers
 
 
 @pytest.fixture
@@ -211,12 +293,13 @@ def rng(request) -> random.Random:
 def broker_factory(request, tmp_path):
     """Returns make(*flags, env=None, start=True) -> Broker; every broker is torn down after the test."""
     brokers: list[Broker] = []
-    request.node._strata_brokers = brokers
+    reported = _reported_brokers(request)
 
     def make(*flags: str, env: dict[str, str] | None = None, start: bool = True) -> Broker:
         idx = len(brokers)
         b = Broker(tmp_path / f"data-{idx}", tmp_path / "logs", list(flags), env, name=f"broker{idx}")
         brokers.append(b)
+        reported.append(b)
         if start:
             b.start()
         return b
@@ -244,6 +327,359 @@ def topic_name(request, rng) -> str:
     """A topic name unique to this test."""
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:80]
     return f"t-{base}-{rng.randrange(16**6):06x}"
+
+
+# --- A cluster of `strata broker` processes with an embedded metadata quorum ----------------------------
+
+CLUSTER_SESSION_TIMEOUT_MS = 3000
+CLUSTER_HEARTBEAT_INTERVAL_MS = 500
+
+
+@dataclass
+class MetadataView:
+    """One node's own answer to a Metadata v4 request (sent on a socket to that node, so it is exactly
+    that broker's view, never a client's cache or another broker's answer)."""
+    node_id: int                                   # the node that answered
+    brokers: dict[int, tuple[str, int]]            # unfenced brokers: id -> (host, port)
+    controller_id: int
+    cluster_id: str | None
+    topic_errors: dict[str, int]                   # topic -> error code
+    internal: set[str]                             # topics flagged is_internal
+    leaders: dict[str, dict[int, int]]             # topic -> partition -> leader id (-1: none)
+
+    def led_by(self, topic: str, node_id: int) -> set[int]:
+        """Partitions of `topic` this view says `node_id` leads."""
+        return {p for p, leader in self.leaders.get(topic, {}).items() if leader == node_id}
+
+
+def _raw_request(port: int, request, timeout: float):
+    """One kafka-python protocol request on a fresh connection to 127.0.0.1:port (socket timeout
+    `timeout`); returns the decoded response."""
+    from kafka.protocol.parser import KafkaProtocol
+
+    proto = KafkaProtocol(client_id="strata-cluster-tests")
+    proto.send_request(request)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(proto.send_bytes())
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError(f"127.0.0.1:{port} closed the connection instead of answering")
+            responses = proto.receive_bytes(chunk)
+            if responses:
+                return responses[0][1]
+
+
+class Cluster:
+    """`n` `strata broker` processes forming one cluster: node ids 1..n, each a broker and a voter of the
+    metadata quorum (combined mode), on fixed Kafka, metrics and controller ports across restarts.
+
+    Nodes are `Broker` objects (`.nodes`, or `.node(i)` by node id) with an extra `controller_port`.
+    Every node gets `--controller-voters 1@127.0.0.1:C1,...`, its own `--controller-listen`,
+    `--broker-session-timeout-ms 3000` and `--broker-heartbeat-interval-ms 500`, then `flags`.
+    A node binds its Kafka port only after it registered with the quorum, so `start_all()` spawns every
+    node before waiting for any.
+    """
+
+    def __init__(self, root: Path, log_dir: Path, n: int = 3, flags: list[str] | None = None,
+                 env: dict[str, str] | None = None, name_prefix: str = "",
+                 session_timeout_ms: int = CLUSTER_SESSION_TIMEOUT_MS,
+                 heartbeat_interval_ms: int = CLUSTER_HEARTBEAT_INTERVAL_MS):
+        assert n >= 1
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        ports = free_ports(3 * n)
+        kafka_ports, metrics_ports, controller_ports = ports[:n], ports[n:2 * n], ports[2 * n:]
+        self.voters = ",".join(f"{i + 1}@127.0.0.1:{controller_ports[i]}" for i in range(n))
+        self.nodes: list[Broker] = []
+        for i in range(n):
+            node_id = i + 1
+            node_flags = [
+                "--controller-voters", self.voters,
+                "--controller-listen", f"127.0.0.1:{controller_ports[i]}",
+                "--broker-session-timeout-ms", str(session_timeout_ms),
+                "--broker-heartbeat-interval-ms", str(heartbeat_interval_ms),
+                *(flags or []),
+            ]
+            b = Broker(Path(root) / f"node{node_id}", log_dir, node_flags, env, name=f"{name_prefix}node{node_id}",
+                       node_id=node_id, port=kafka_ports[i], metrics_port=metrics_ports[i])
+            b.controller_port = controller_ports[i]
+            self.nodes.append(b)
+
+    # --- addressing ---------------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[int]:
+        return [b.node_id for b in self.nodes]
+
+    def node(self, node_id: int) -> Broker:
+        """The node with this id (1-based)."""
+        b = self.nodes[node_id - 1]
+        assert b.node_id == node_id
+        return b
+
+    @property
+    def bootstraps(self) -> list[str]:
+        """One bootstrap.servers value per node, in node-id order."""
+        return [b.bootstrap for b in self.nodes]
+
+    @property
+    def bootstrap_all(self) -> str:
+        """bootstrap.servers listing every node."""
+        return ",".join(self.bootstraps)
+
+    def live_ids(self) -> list[int]:
+        """Nodes whose process runs and is not paused."""
+        return [b.node_id for b in self.nodes if b.running() and not b.paused]
+
+    def any_live(self, exclude=()) -> Broker:
+        ids = [i for i in self.live_ids() if i not in exclude]
+        assert ids, "no live node"
+        return self.node(ids[0])
+
+    # --- process control ----------------------------------------------------------------------------
+
+    def start_all(self, timeout: float = STRATA_START_TIMEOUT_S) -> "Cluster":
+        """Spawns every node that is not running, waits for every Kafka port, then until every node's
+        Metadata lists all nodes (all registered and unfenced)."""
+        spawned = [b for b in self.nodes if not b.running()]
+        for b in spawned:
+            b.spawn()
+        deadline = time.monotonic() + timeout
+        try:
+            for b in spawned:
+                b.wait_ready(max(1.0, deadline - time.monotonic()))
+        except BrokerError:
+            for b in spawned:
+                b.kill9()
+            raise
+        self.wait_brokers(set(self.live_ids()), timeout=max(5.0, deadline - time.monotonic()))
+        return self
+
+    def stop_all(self, timeout: float = STRATA_STOP_TIMEOUT_S, check: bool = True) -> list[str]:
+        """SIGTERM to every running node at once (SIGCONT first for paused ones), waits for all; nodes still
+        alive after `timeout` are SIGKILLed. Raises BrokerError (check=True) or returns the problems: a
+        node that did not exit in time or exited non-zero."""
+        running = [b for b in self.nodes if b.running()]
+        for b in running:
+            b.terminate()
+        deadline = time.monotonic() + timeout
+        errors = []
+        for b in running:
+            try:
+                b.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                b.kill9()
+                errors.append(f"{b.name} did not exit within {timeout}s of SIGTERM:\n{b.stderr_tail()}")
+                continue
+            b._close_log()
+            if b.proc.returncode != 0:
+                errors.append(f"{b.name} exited with {b.proc.returncode} after SIGTERM, expected 0:\n"
+                              f"{b.stderr_tail()}")
+        if check and errors:
+            raise BrokerError("\n".join(errors))
+        return errors
+
+    def kill9(self, node_id: int) -> None:
+        """SIGKILL one node (SIGCONT first when paused)."""
+        self.node(node_id).kill9()
+
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP one node: alive, sockets open, silent (no heartbeats, no answers)."""
+        self.node(node_id).pause()
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT one node."""
+        self.node(node_id).resume()
+
+    def restart(self, node_id: int, kill: bool = False, wait: bool = True,
+                timeout: float = STRATA_START_TIMEOUT_S) -> Broker:
+        """Starts the node again on the same data dir and ports (stopping it first if it runs: SIGTERM, or
+        SIGKILL with kill=True). With wait=True, until its Kafka port is open and every live node lists it
+        (registered and unfenced)."""
+        b = self.node(node_id)
+        if b.running():
+            if kill:
+                b.kill9()
+            else:
+                b.stop()
+        b.spawn()
+        if wait:
+            b.wait_ready(timeout)
+            self.wait_unfenced(node_id, timeout=timeout)
+        return b
+
+    def shutdown(self) -> list[str]:
+        """Teardown: paused nodes get SIGCONT + SIGKILL, the others SIGTERM (SIGKILL after the stop
+        timeout). Returns the unclean exits of the SIGTERMed ones."""
+        for b in self.nodes:
+            if b.paused:
+                b.kill9()
+        return self.stop_all(check=False)
+
+    # --- what the cluster says ----------------------------------------------------------------------
+
+    def metadata(self, via: int, topics: list[str] | None = None, timeout: float = 5.0) -> MetadataView | None:
+        """Node `via`'s own Metadata v4 answer (all topics when `topics` is None; never auto-creates), or
+        None when it cannot be reached or does not answer within `timeout`."""
+        from kafka.protocol.metadata import MetadataRequest
+
+        try:
+            resp = _raw_request(self.node(via).port,
+                                MetadataRequest[4](topics=topics, allow_auto_topic_creation=False), timeout)
+        except (OSError, ConnectionError):
+            return None
+        view = MetadataView(node_id=via, brokers={b[0]: (b[1], b[2]) for b in resp.brokers},
+                            controller_id=resp.controller_id, cluster_id=resp.cluster_id, topic_errors={},
+                            internal=set(), leaders={})
+        for error, name, is_internal, parts in resp.topics:
+            view.topic_errors[name] = error
+            if is_internal:
+                view.internal.add(name)
+            view.leaders[name] = {p[1]: p[2] for p in parts}
+        return view
+
+    def broker_ids(self, via: int) -> set[int] | None:
+        """Broker ids (unfenced brokers) in node `via`'s Metadata, None when it does not answer."""
+        view = self.metadata(via, topics=[])
+        return None if view is None else set(view.brokers)
+
+    def wait_brokers(self, expected: set[int], via: list[int] | None = None,
+                     timeout: float = 30.0) -> None:
+        """Until the Metadata of every node in `via` (default: live nodes) lists exactly `expected`, each at
+        its own advertised address."""
+        from strata_helpers import wait_until
+
+        def ok():
+            for i in via or self.live_ids():
+                view = self.metadata(i, topics=[])
+                if view is None or set(view.brokers) != set(expected):
+                    return False
+                for b in expected:
+                    if view.brokers[b] != ("127.0.0.1", self.node(b).port):
+                        return False
+            return True
+        wait_until(ok, f"Metadata of nodes {via or self.live_ids()} to list brokers {sorted(expected)}",
+                   timeout=timeout, interval=0.1)
+
+    def wait_unfenced(self, node_id: int, via: list[int] | None = None, timeout: float = 30.0) -> None:
+        """Until node `node_id` is in the broker list of every node in `via` (default: live nodes)."""
+        from strata_helpers import wait_until
+
+        wait_until(lambda: all(node_id in (self.broker_ids(i) or ()) for i in via or self.live_ids()),
+                   f"node {node_id} to be listed (unfenced) by nodes {via or self.live_ids()}",
+                   timeout=timeout, interval=0.1)
+
+    def wait_fenced(self, node_id: int, via: list[int] | None = None, timeout: float = 30.0) -> None:
+        """Until node `node_id` is missing from the broker list of every node in `via` (default: live nodes
+        other than it); a node that does not answer does not count as agreeing."""
+        from strata_helpers import wait_until
+
+        nodes = via or [i for i in self.live_ids() if i != node_id]
+
+        def ok():
+            for i in nodes:
+                ids = self.broker_ids(i)
+                if ids is None or node_id in ids:
+                    return False
+            return True
+        wait_until(ok, f"node {node_id} to be fenced (not listed) by nodes {nodes}", timeout=timeout, interval=0.1)
+
+    def leaders(self, topic: str, via: int) -> dict[int, int] | None:
+        """partition -> leader of `topic` in node `via`'s Metadata (None: no answer or topic error)."""
+        view = self.metadata(via, topics=[topic])
+        if view is None or view.topic_errors.get(topic, -1) != 0:
+            return None
+        return view.leaders.get(topic)
+
+    def wait_topic(self, topic: str, partitions: int, via: list[int] | None = None,
+                   timeout: float = 30.0) -> dict[int, int]:
+        """Until every node in `via` (default: live nodes) shows `topic` with `partitions` partitions, each
+        with a leader; returns partition -> leader (they must agree)."""
+        from strata_helpers import wait_until
+
+        nodes = via or self.live_ids()
+
+        def ok():
+            seen = []
+            for i in nodes:
+                lead = self.leaders(topic, i)
+                if lead is None or sorted(lead) != list(range(partitions)) or min(lead.values()) < 0:
+                    return None
+                seen.append(lead)
+            return seen if all(s == seen[0] for s in seen) else None
+        return wait_until(ok, f"{topic} with {partitions} led partitions on nodes {nodes}",
+                          timeout=timeout, interval=0.1)[0]
+
+    def describe_controller(self, via: int, timeout: float = 5.0) -> int | None:
+        """The controller id in DescribeCluster from a new confluent-kafka client bootstrapped on node `via`,
+        or None (no answer, error, or no controller). librdkafka sends DescribeCluster to the controller
+        that `via`'s Metadata names, so None also means "`via` still names a dead controller"."""
+        from confluent_kafka.admin import AdminClient
+
+        adm = AdminClient({"bootstrap.servers": self.node(via).bootstrap, "socket.timeout.ms": int(timeout * 1000),
+                           "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 500})
+        try:
+            desc = adm.describe_cluster(request_timeout=timeout).result(timeout=timeout + 2)
+        except Exception:  # noqa: BLE001 - no answer is "unknown"
+            return None
+        if desc.controller is None or desc.controller.id < 0:
+            return None
+        return desc.controller.id
+
+    def metrics_controller(self) -> int | None:
+        """The one live node whose `strata_controller_is_leader` gauge is 1, else None."""
+        leaders = []
+        for i in self.live_ids():
+            try:
+                text = self.node(i).metrics()
+            except OSError:
+                continue
+            m = re.search(r"^strata_controller_is_leader(?:\{[^}]*\})?\s+(\S+)$", text, re.M)
+            if m and float(m.group(1)) == 1.0:
+                leaders.append(i)
+        return leaders[0] if len(leaders) == 1 else None
+
+    def controller_id(self, via: int | None = None, exclude=(), timeout: float = 30.0) -> int:
+        """The active controller: DescribeCluster through `via` (default: each live node in turn), falling
+        back to the `strata_controller_is_leader` gauge; waits until an answer names a node not in
+        `exclude`."""
+        from strata_helpers import wait_until
+
+        def ask():
+            for i in [via] if via is not None else self.live_ids():
+                c = self.describe_controller(i)
+                if c is not None and c not in exclude:
+                    return c
+            c = self.metrics_controller()
+            return c if c is not None and c not in exclude else None
+        return wait_until(ask, f"an active controller (not in {list(exclude)})", timeout=timeout, interval=0.1)
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path):
+    """Returns make(n=3, *flags, env=None, start=True) -> Cluster (started unless start=False). At teardown
+    every node is stopped: SIGTERM (a clean exit 0 is asserted), paused nodes SIGCONT + SIGKILL."""
+    clusters: list[Cluster] = []
+    reported = _reported_brokers(request)
+
+    def make(n: int = 3, *flags: str, env: dict[str, str] | None = None, start: bool = True) -> Cluster:
+        idx = len(clusters)
+        c = Cluster(tmp_path / f"cluster-{idx}", tmp_path / "logs", n, list(flags), env,
+                    name_prefix="" if idx == 0 else f"c{idx}-")
+        clusters.append(c)
+        reported.extend(c.nodes)
+        if start:
+            c.start_all()
+        return c
+
+    yield make
+    errors = []
+    for c in clusters:
+        errors.extend(c.shutdown())
+    if errors:
+        pytest.fail("cluster node did not shut down cleanly:\n" + "\n".join(errors), pytrace=False)
 
 
 # --- S3-compatible servers for the tiered-storage tests --------------------------------------------------

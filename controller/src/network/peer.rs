@@ -128,7 +128,7 @@ impl Peer {
         }
         match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.addr)).await {
             Ok(Ok(client)) => {
-                tracing::debug!(from = self.self_id, to = self.id, addr = %self.addr, "connected to peer");
+                tracing::info!(from = self.self_id, to = self.id, addr = %self.addr, "connected to peer");
                 st.generation += 1;
                 st.client = Some(client.clone());
                 st.backoff = MIN_BACKOFF;
@@ -140,6 +140,10 @@ impl Peer {
                     Ok(Err(e)) => e.to_string(),
                     _ => format!("connect timed out after {CONNECT_TIMEOUT:?}"),
                 };
+                if st.backoff == MIN_BACKOFF {
+                    // Once per outage; openraft's own per-RPC warnings are filtered by default.
+                    tracing::warn!(from = self.self_id, to = self.id, addr = %self.addr, reason = %reason, "cannot reach peer; retrying with backoff");
+                }
                 st.next_attempt = Some(Instant::now() + st.backoff);
                 st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
                 Err(format!(
