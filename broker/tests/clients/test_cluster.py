@@ -22,7 +22,7 @@ from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaError,
                              TopicPartition)
 from confluent_kafka.admin import NewTopic
 
-from conftest import CLUSTER_SESSION_TIMEOUT_MS, Broker, Cluster, free_ports, port_open
+from conftest import CLUSTER_SESSION_TIMEOUT_MS, Broker, Cluster, _reported_brokers, free_ports, port_open
 from strata_helpers import FAST_CLIENT_CONF, admin, consume, create_topic, fill, producer, wait_futures, wait_until
 
 GROUP_FLAGS = ["--group-initial-rebalance-delay-ms", "0"]
@@ -533,3 +533,60 @@ def test_bad_controller_voters_exit_nonzero_naming_the_problem(tmp_path, case):
     for needle in needles:
         assert needle in err, f"{needle!r} not in the error:\n{err}"
     assert not port_open(b.port), "the Kafka port was bound with a bad configuration"
+
+
+def test_dedicated_controller_with_broker_only_nodes(tmp_path, request, topic_name):
+    """`--roles controller` runs a voter and nothing else; `--roles broker` nodes (ids that are not
+    voters) register with it, follow its metadata, carry every partition, and are fenced by it when
+    they die and unfenced when they return."""
+    cport, ctl_kafka = free_ports(2)
+    voters = f"1@127.0.0.1:{cport}"
+    logs = tmp_path / "logs"
+    ctl = Broker(tmp_path / "ctl", logs, ["--roles", "controller", "--controller-voters", voters,
+                                          "--controller-listen", f"127.0.0.1:{cport}"],
+                 name="controller1", node_id=1, port=ctl_kafka)
+    brokers = [Broker(tmp_path / f"b{i}", logs, ["--roles", "broker", "--controller-voters", voters,
+                                                 "--broker-session-timeout-ms", str(CLUSTER_SESSION_TIMEOUT_MS),
+                                                 "--broker-heartbeat-interval-ms", "500"],
+                      name=f"broker{i}", node_id=i) for i in (2, 3)]
+    _reported_brokers(request).extend([ctl, *brokers])
+    try:
+        ctl.spawn()
+        wait_until(lambda: port_open(cport), "the controller port to open")
+        for b in brokers:
+            b.start()
+        assert not port_open(ctl_kafka), "a controller-only node serves no Kafka clients"
+        b2, b3 = brokers
+        adm = admin(b2.bootstrap)
+        create_topic(adm, topic_name, partitions=10)
+
+        def leaders():
+            _, parts, md = client_view(b3.bootstrap, topic_name)
+            if parts is None or len(parts) != 10 or sorted(md.brokers) != [2, 3]:
+                return None
+            return Counter(pm.leader for pm in parts.values())
+        assert wait_until(leaders, "both broker-only nodes to lead partitions") == Counter({2: 5, 3: 5})
+
+        p = producer(b3.bootstrap)
+        sent = [f"r-{i}".encode() for i in range(200)]
+        for v in sent:
+            p.produce(topic_name, value=v)
+        p.flush()
+        assert not p.errors(), p.errors()[:3]
+        got = consume(b2.bootstrap, topic_name, range(10))
+        assert sorted(m.value() for m in got) == sorted(sent)
+
+        # The dedicated controller fences a dead broker-only node and unfences it when it returns.
+        b3.kill9()
+        def fenced():
+            brokers_listed, parts, _ = client_view(b2.bootstrap, topic_name)
+            return set(brokers_listed) == {2} and Counter(pm.leader for pm in parts.values()) == Counter({2: 5, -1: 5})
+        wait_until(fenced, "node 3 to be fenced", timeout=30)
+        b3.start()
+        assert wait_until(leaders, "node 3 to lead its partitions again", timeout=30) == Counter({2: 5, 3: 5})
+    finally:
+        errors = []
+        for b in [*brokers, ctl]:
+            if b.running() and b.stop(check=False) != 0:
+                errors.append(f"{b.name} exited uncleanly")
+        assert not errors, errors
