@@ -121,6 +121,8 @@ impl Broker {
                 if MetadataStore::exists(&data_dir) {
                     MetadataStore::retire(&data_dir)?;
                 }
+            } else if legacy.is_some() {
+                tracing::warn!(cluster_id = %id, "another broker initialized the cluster first; the metadata found here was not imported");
             }
         }
         let view = cluster.read_state(|st| ClusterView::from_state(st, index));

@@ -92,6 +92,8 @@ pub fn reconcile(
 /// change, acts on it, publishes it.
 pub async fn run_reconciler(broker: Arc<Broker>, cancel: CancellationToken) {
     let mut applied = broker.cluster.subscribe_applied();
+    // Entries applied between the start-up view and this subscription are caught up at once.
+    applied.mark_changed();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

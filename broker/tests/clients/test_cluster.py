@@ -590,3 +590,32 @@ def test_dedicated_controller_with_broker_only_nodes(tmp_path, request, topic_na
             if b.running() and b.stop(check=False) != 0:
                 errors.append(f"{b.name} exited uncleanly")
         assert not errors, errors
+
+
+def test_producer_ids_are_unique_across_the_cluster_and_restarts(cluster_factory):
+    """InitProducerId through every node: each node hands out ids from its own controller-allocated
+    block, so no id repeats across nodes, and a restarted node never reuses one."""
+    from kafka.protocol.init_producer_id import InitProducerIdRequest
+
+    from strata_helpers import raw_request
+
+    c = cluster_factory(3)
+
+    def ids(node: int, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            r = raw_request(c.node(node).bootstrap,
+                            InitProducerIdRequest[0](transactional_id=None, transaction_timeout_ms=60000))
+            assert r.error_code == 0, r
+            assert r.producer_epoch == 0
+            out.append(r.producer_id)
+        return out
+
+    seen = {i: ids(i, 5) for i in c.ids}
+    every = [x for v in seen.values() for x in v]
+    assert len(set(every)) == len(every), f"a producer id was handed out twice: {seen}"
+    for v in seen.values():
+        assert v == sorted(v) and len(set(v)) == len(v)
+    c.restart(2, kill=True)
+    again = ids(2, 5)
+    assert not set(again) & set(every), f"node 2 reused producer ids after its restart: {again}"
