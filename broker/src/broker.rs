@@ -149,9 +149,7 @@ impl Broker {
         let data_dir = config.broker.data_dir.clone();
         let index = cluster.applied_index();
         let view = cluster.read_state(|st| ClusterView::from_state(st, index));
-        let mut layers = BrokerLayers::from_config(&config.broker);
-        layers.dynamic_default = view.cluster_configs.clone();
-        layers.dynamic_broker = view.broker_configs_of(config.broker.node_id);
+        let layers = view.layers(&config.broker, config.broker.node_id);
         let disk = Arc::new(DiskGuard::new(
             &data_dir,
             config.broker.local_disk_limit_bytes,

@@ -29,7 +29,6 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata_store::{MetadataState as LegacyState, MetadataStore};
 use crate::partition::{now_ms, Partition};
-use crate::topic_config::BrokerLayers;
 
 /// Sealed segments uploaded per partition per pass (the rest wait for the next pass).
 const UPLOADS_PER_PASS: usize = 16;
@@ -168,9 +167,7 @@ impl RemoteTier {
         broker_id: i32,
     ) -> Result<HashMap<(Uuid, i32), Arc<RemotePartition>>, BrokerError> {
         let data_dir = &cfg.data_dir;
-        let mut layers = BrokerLayers::from_config(cfg);
-        layers.dynamic_default = view.cluster_configs.clone();
-        layers.dynamic_broker = view.broker_configs_of(broker_id);
+        let layers = view.layers(cfg, broker_id);
         let mut wanted = Vec::new();
         for t in view.topics.values() {
             if !layers.topic_settings(&t.configs).remote_storage {

@@ -232,22 +232,12 @@ impl ClusterLink {
 
     /// Waits until the published view reflects log index `index`.
     pub async fn wait_reconciled(&self, index: u64) -> Result<(), BrokerError> {
-        let mut rx = self.reconciled.subscribe();
-        tokio::time::timeout(WRITE_TIMEOUT, rx.wait_for(|i| *i >= index))
-            .await
-            .map_err(|_| BrokerError::RequestTimedOut)?
-            .map_err(|_| BrokerError::ShuttingDown)?;
-        Ok(())
+        wait_for_index(self.reconciled.subscribe(), index).await
     }
 
-    /// Waits until the local state machine applied log index `index`.
+    /// Waits until the local state machine applied (or a broker-only node followed) log index `index`.
     pub async fn wait_applied(&self, index: u64) -> Result<(), BrokerError> {
-        let mut rx = self.subscribe_applied();
-        tokio::time::timeout(WRITE_TIMEOUT, rx.wait_for(|i| *i >= index))
-            .await
-            .map_err(|_| BrokerError::RequestTimedOut)?
-            .map_err(|_| BrokerError::ShuttingDown)?;
-        Ok(())
+        wait_for_index(self.subscribe_applied(), index).await
     }
 
     /// Registers this broker, retrying until the quorum answers and any live registration of an
@@ -391,6 +381,15 @@ impl ClusterLink {
             Quorum::Remote(remote) => remote.shutdown().await,
         }
     }
+}
+
+/// Waits (up to the write timeout) until the index `rx` watches reaches `index`.
+async fn wait_for_index(mut rx: watch::Receiver<u64>, index: u64) -> Result<(), BrokerError> {
+    tokio::time::timeout(WRITE_TIMEOUT, rx.wait_for(|i| *i >= index))
+        .await
+        .map_err(|_| BrokerError::RequestTimedOut)?
+        .map_err(|_| BrokerError::ShuttingDown)?;
+    Ok(())
 }
 
 /// The controller node configuration of a node with the controller role.

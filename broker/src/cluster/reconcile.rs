@@ -23,9 +23,7 @@ pub fn reconcile(
             || p.broker_configs_of(me) != next.broker_configs_of(me)
     });
     if layers_changed {
-        let mut layers = broker.layers.write();
-        layers.dynamic_default = next.cluster_configs.clone();
-        layers.dynamic_broker = next.broker_configs_of(me);
+        *broker.layers.write() = next.layers(&broker.config.broker, me);
     }
     // Partitions whose topic is gone (or was re-created under a new id) or that moved away.
     let mut doomed = HashSet::new();

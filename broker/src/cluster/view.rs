@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use controller::state::{BrokerRegistration, MetadataState, NO_LEADER};
 use uuid::Uuid;
 
+use crate::config::BrokerConfig;
+use crate::topic_config::BrokerLayers;
+
 /// One partition as the cluster sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionView {
@@ -115,6 +118,14 @@ impl ClusterView {
         Some((l.host.clone(), i32::from(l.port)))
     }
 
+    /// Every unfenced broker with its client endpoint: (id, host, port, rack).
+    pub fn live_endpoints(&self) -> impl Iterator<Item = (i32, &str, i32, Option<&str>)> {
+        self.live_brokers().filter_map(|b| {
+            let l = b.listeners.first()?;
+            Some((b.id, l.host.as_str(), i32::from(l.port), b.rack.as_deref()))
+        })
+    }
+
     /// Whether `id` is registered and unfenced.
     pub fn is_live(&self, id: i32) -> bool {
         id != NO_LEADER && self.brokers.get(&id).is_some_and(|b| !b.fenced)
@@ -123,6 +134,15 @@ impl ClusterView {
     /// The dynamic configs of broker `id`.
     pub fn broker_configs_of(&self, id: i32) -> BTreeMap<String, String> {
         self.broker_configs.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// The config layers of broker `broker_id`: its static configuration under this view's dynamic
+    /// cluster-wide and per-broker configs.
+    pub fn layers(&self, cfg: &BrokerConfig, broker_id: i32) -> BrokerLayers {
+        let mut layers = BrokerLayers::from_config(cfg);
+        layers.dynamic_default = self.cluster_configs.clone();
+        layers.dynamic_broker = self.broker_configs_of(broker_id);
+        layers
     }
 
     /// Whether `other` differs from this view in anything the broker acts on (topics, configs);

@@ -1218,6 +1218,9 @@ mod tests {
             ccfg,
         } = fixture(1, 1).await;
         let coord = GroupCoordinator::new(ccfg, clock.clone());
+        // The offsets topic exists before the burst, as it does for any group that found its
+        // coordinator: its creation (a metadata write) is not what this test measures.
+        coord.ensure_topic(&broker).await.expect("offsets topic");
         const N: i64 = 64;
         let commits = (1..=N).map(|o| {
             coord.commit(

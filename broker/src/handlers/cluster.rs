@@ -97,15 +97,14 @@ pub(super) async fn metadata(
     // Brokers last, so that every leader named above is in the list.
     let view = broker.view();
     resp.brokers = view
-        .live_brokers()
-        .filter_map(|b| {
-            let l = b.listeners.first()?;
+        .live_endpoints()
+        .map(|(id, host, port, rack)| {
             let mut m = MetadataResponseBroker::default();
-            m.node_id = BrokerId(b.id);
-            m.host = StrBytes::from_string(l.host.clone());
-            m.port = i32::from(l.port);
-            m.rack = b.rack.clone().map(StrBytes::from_string);
-            Some(m)
+            m.node_id = BrokerId(id);
+            m.host = StrBytes::from_string(host.to_string());
+            m.port = port;
+            m.rack = rack.map(|r| StrBytes::from_string(r.to_string()));
+            m
         })
         .collect();
     resp.cluster_id = Some(StrBytes::from_string(view.cluster_id.clone()));
@@ -165,15 +164,14 @@ pub(super) fn describe_cluster(
     let view = broker.view();
     let mut resp = DescribeClusterResponse::default();
     resp.brokers = view
-        .live_brokers()
-        .filter_map(|b| {
-            let l = b.listeners.first()?;
+        .live_endpoints()
+        .map(|(id, host, port, rack)| {
             let mut d = DescribeClusterBroker::default();
-            d.broker_id = BrokerId(b.id);
-            d.host = StrBytes::from_string(l.host.clone());
-            d.port = i32::from(l.port);
-            d.rack = b.rack.clone().map(StrBytes::from_string);
-            Some(d)
+            d.broker_id = BrokerId(id);
+            d.host = StrBytes::from_string(host.to_string());
+            d.port = port;
+            d.rack = rack.map(|r| StrBytes::from_string(r.to_string()));
+            d
         })
         .collect();
     resp.cluster_id = StrBytes::from_string(view.cluster_id.clone());

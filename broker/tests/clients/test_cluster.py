@@ -133,6 +133,18 @@ def topic_ids(bootstrap: str, names) -> dict[str, tuple[int, int]]:
     return out
 
 
+def write_and_read_back(write_via: str, read_via: str, topic: str, partitions, prefix: str) -> None:
+    """Produces `<prefix>-<p>` to each of `partitions` (acks=all) through `write_via` and reads exactly
+    those records back from them through `read_via`."""
+    p = producer(write_via, acks="all")
+    for x in sorted(partitions):
+        p.produce(topic, value=f"{prefix}-{x}".encode(), partition=x)
+    p.flush(30)
+    assert not p.errors(), p.errors()[:3]
+    msgs = consume(read_via, topic, sorted(partitions))
+    assert sorted(m.value() for m in msgs) == sorted(f"{prefix}-{x}".encode() for x in partitions)
+
+
 def try_create(bootstrap: str, name: str, partitions: int) -> str | None:
     """One CreateTopics attempt; None on success (or when an earlier, timed-out attempt created it), else
     the error."""
@@ -377,13 +389,7 @@ def test_kill9_of_the_active_controller_elects_another_and_the_node_rejoins(clus
     msgs = consume(c.node(old).bootstrap, topic_name, alive_parts)
     assert sorted(m.value() for m in msgs) == sorted(during)
     assert c.controller_id() in c.ids
-    p = producer(c.node(old).bootstrap, acks="all")
-    for x in sorted(dead_parts):
-        p.produce(topic_name, value=f"back-{x}".encode(), partition=x)
-    p.flush(30)
-    assert not p.errors(), p.errors()[:3]
-    msgs = consume(c.node(live[0]).bootstrap, topic_name, sorted(dead_parts))
-    assert sorted(m.value() for m in msgs) == sorted(f"back-{x}".encode() for x in dead_parts)
+    write_and_read_back(c.node(old).bootstrap, c.node(live[0]).bootstrap, topic_name, dead_parts, "back")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -443,13 +449,7 @@ def test_a_silent_broker_is_fenced_then_unfenced_and_a_killed_one_after_restart(
     print(f"kill -9 of node {victim}: fenced after {killed_fenced_s:.2f}s; restart to unfenced "
           f"{time.monotonic() - t2 - killed_fenced_s:.2f}s")
     # Its partitions take writes again, and the data is readable through another node.
-    p = producer(c.node(victim).bootstrap, acks="all")
-    for x in sorted(mine):
-        p.produce(topic_name, value=f"after-{x}".encode(), partition=x)
-    p.flush(30)
-    assert not p.errors(), p.errors()[:3]
-    msgs = consume(c.node(others[0]).bootstrap, topic_name, sorted(mine))
-    assert sorted(m.value() for m in msgs) == sorted(f"after-{x}".encode() for x in mine)
+    write_and_read_back(c.node(victim).bootstrap, c.node(others[0]).bootstrap, topic_name, mine, "after")
 
 
 # ---------------------------------------------------------------------------------------------------
