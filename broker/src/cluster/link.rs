@@ -317,7 +317,10 @@ impl ClusterLink {
                 broker_epoch: epoch,
                 now_ms: now_ms(),
             };
-            match self.propose(beat).await.map(|w| w.response) {
+            // One attempt, bounded by the interval: a heartbeat that waited out an election would
+            // arrive with a stale timestamp; the next one carries a fresh one.
+            let attempt = self.heartbeat_interval.max(Duration::from_millis(500));
+            match self.write_once(beat, attempt).await.map(|w| w.response) {
                 Ok(Ok(Outcome::HeartbeatAccepted { fenced: true })) => {
                     let unfence = Command::UnfenceBroker {
                         broker_id: self.broker_id,
