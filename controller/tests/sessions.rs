@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use controller::node::NodeConfig;
-use controller::state::{Command, Listener, Outcome};
+use controller::state::{Command, Outcome};
 use controller::{ControllerNode, RaftTuning};
 use openraft::async_runtime::watch::WatchReceiver;
-use uuid::Uuid;
+
+mod common;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -17,17 +18,7 @@ fn now_ms() -> i64 {
 }
 
 fn register(id: i32) -> Command {
-    Command::RegisterBroker {
-        broker_id: id,
-        incarnation_id: Uuid::new_v4(),
-        listeners: vec![Listener {
-            name: "PLAINTEXT".into(),
-            host: "127.0.0.1".into(),
-            port: 9092,
-        }],
-        rack: None,
-        now_ms: now_ms(),
-    }
+    common::register_broker_at(id, now_ms())
 }
 
 async fn wait_for(

@@ -1,5 +1,8 @@
 //! Helpers shared by the controller's integration tests.
 
+// Each test crate compiles this module and uses a subset of it.
+#![allow(dead_code)]
+
 use std::time::Duration;
 
 use controller::state::Listener;
@@ -8,6 +11,11 @@ use uuid::Uuid;
 
 /// A registration of `broker_id` with one PLAINTEXT listener, at time 0.
 pub fn register_broker(broker_id: i32) -> Command {
+    register_broker_at(broker_id, 0)
+}
+
+/// A registration of `broker_id` with one PLAINTEXT listener, at `now_ms`.
+pub fn register_broker_at(broker_id: i32, now_ms: i64) -> Command {
     Command::RegisterBroker {
         broker_id,
         incarnation_id: Uuid::new_v4(),
@@ -17,7 +25,7 @@ pub fn register_broker(broker_id: i32) -> Command {
             port: 9092,
         }],
         rack: None,
-        now_ms: 0,
+        now_ms,
     }
 }
 
