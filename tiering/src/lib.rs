@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod config;
 pub mod decompress;
+pub mod entry_index;
 pub mod error;
 mod fs_util;
 mod index_file;
@@ -31,6 +32,7 @@ pub use batch::{
     LOG_OVERHEAD,
 };
 pub use config::{LogConfig, TimestampType};
+pub use entry_index::{EntryId, Marker};
 pub use error::LogError;
 pub use leader_epoch::{EpochEntry, LeaderEpochCache};
 pub use log::{AppendOutcome, PartitionLog, PendingSync, RetentionOutcome};
@@ -38,4 +40,6 @@ pub use log_start::LOG_START_OFFSET_FILE;
 pub use memory_log::MemoryLog;
 pub use producer_state::ProducerStateManager;
 pub use record_search::{keyless_record_indexes, recompress_batch, MAX_DECODED_RECORDS};
-pub use segment_log::{SealedSegment, SegmentLog, SegmentReader};
+pub use segment_log::{
+    EntryBody, ProposalOutcome, ResetPoint, SealedSegment, SegmentLog, SegmentReader, StoredEntry,
+};

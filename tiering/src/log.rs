@@ -49,14 +49,14 @@ pub struct RetentionOutcome {
 #[derive(Debug, Clone)]
 pub struct PendingSync {
     end_offset: i64,
-    file: Option<Arc<File>>,
+    files: Vec<Arc<File>>,
 }
 
 impl PendingSync {
-    /// A handle for `file` (the active segment) covering offsets below `end_offset`; `None` for
-    /// logs without files.
-    pub(crate) fn new(end_offset: i64, file: Option<Arc<File>>) -> PendingSync {
-        PendingSync { end_offset, file }
+    /// A handle for `files` (the active segment's `.log`, and in replicated mode its entry index
+    /// and the marker store) covering offsets below `end_offset`; no files for in-memory logs.
+    pub(crate) fn new(end_offset: i64, files: Vec<Arc<File>>) -> PendingSync {
+        PendingSync { end_offset, files }
     }
 
     /// Every offset below this is durable once `sync` returns `Ok`.
@@ -64,15 +64,15 @@ impl PendingSync {
         self.end_offset
     }
 
-    /// Fsyncs the active segment's data (fdatasync). Sealed segments were fsynced when rolled.
+    /// Fsyncs the active segment's files (fdatasync). Sealed segments were fsynced when rolled.
     pub fn sync(&self) -> Result<(), LogError> {
-        match &self.file {
-            Some(file) => file.sync_data().map_err(LogError::io(format!(
+        for file in &self.files {
+            file.sync_data().map_err(LogError::io(format!(
                 "fsync active segment up to offset={}",
                 self.end_offset
-            ))),
-            None => Ok(()),
+            )))?;
         }
+        Ok(())
     }
 }
 

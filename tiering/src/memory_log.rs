@@ -251,7 +251,7 @@ impl PartitionLog for MemoryLog {
     }
 
     fn pending_sync(&self) -> PendingSync {
-        PendingSync::new(self.log_end_offset, None)
+        PendingSync::new(self.log_end_offset, Vec::new())
     }
 
     fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, LogError> {

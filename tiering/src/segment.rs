@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN};
+use crate::entry_index::EntryFile;
 use crate::error::LogError;
 use crate::fs_util::{fsync_dir, remove_if_exists, write_or_truncate};
 use crate::index_file::IndexFile;
@@ -55,6 +56,8 @@ pub(crate) struct Segment {
     max_timestamp: i64,
     max_timestamp_batch: Option<i64>,
     first_append_ms: Option<i64>,
+    /// The Raft entry index of the entries appended to this segment (replicated logs only).
+    pub(crate) entries: Option<EntryFile>,
     /// Fault injection: the next append writes this many bytes, then fails with ENOSPC.
     #[cfg(test)]
     pub(crate) fail_next_write_after: Option<usize>,
@@ -80,6 +83,7 @@ impl Segment {
             max_timestamp: NO_TIMESTAMP,
             max_timestamp_batch: None,
             first_append_ms: None,
+            entries: None,
             #[cfg(test)]
             fail_next_write_after: None,
         }
@@ -429,12 +433,18 @@ impl Segment {
     /// Writes pending index entries and fsyncs the `.log` and both index files.
     pub(crate) fn flush(&mut self) -> Result<(), LogError> {
         self.sync_log()?;
+        if let Some(entries) = &self.entries {
+            entries.sync()?;
+        }
         self.offset_index.flush(true)?;
         self.time_index.flush(true)
     }
 
     /// Deletes the segment's files.
     pub(crate) fn delete(self) -> Result<(), LogError> {
+        if let Some(entries) = self.entries {
+            entries.delete()?;
+        }
         remove_if_exists(&self.log_path)?;
         remove_if_exists(self.offset_index.path())?;
         remove_if_exists(self.time_index.path())

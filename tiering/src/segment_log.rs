@@ -15,9 +15,11 @@
 //! afterwards, oldest first for prefixes and newest first for suffixes, so an interrupted deletion
 //! leaves a contiguous log that the next open or pass finishes cleaning.
 
+mod entries;
 mod offload;
 mod recovery;
 
+pub use entries::{EntryBody, ProposalOutcome, ResetPoint, StoredEntry};
 pub use offload::{SealedSegment, SegmentReader};
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,8 @@ pub struct SegmentLog {
     log_start_offset: i64,
     producers: ProducerStateManager,
     epochs: LeaderEpochCache,
+    /// Replicated mode: the Raft entry state (`None` for a plain log).
+    replication: Option<entries::Replication>,
 }
 
 impl SegmentLog {
@@ -164,7 +168,9 @@ impl SegmentLog {
     /// Persists a higher log start, trims the epoch cache, and deletes the `count` oldest
     /// segments (never the active one). Returns the bytes deleted.
     fn advance_start_and_delete(&mut self, new_start: i64, count: usize) -> Result<u64, LogError> {
-        let count = count.min(self.segments.len() - 1);
+        // Replicated mode: segments holding entries Raft still needs stay (the log start, a
+        // logical bound, moves anyway).
+        let count = count.min(self.deletable_segments());
         if new_start > self.log_start_offset {
             log_start::store(&self.dir, new_start)?;
             self.log_start_offset = new_start;
@@ -437,14 +443,16 @@ impl PartitionLog for SegmentLog {
                 log_end,
             });
         }
-        if new_start <= self.log_start_offset {
-            return Ok(());
-        }
+        let new_start = new_start.max(self.log_start_offset);
         let sealed = self.segments.len() - 1;
         let below = self.segments[..sealed]
             .iter()
             .take_while(|s| s.next_offset() <= new_start)
             .count();
+        if new_start == self.log_start_offset && below.min(self.deletable_segments()) == 0 {
+            return Ok(());
+        }
+        // Also finishes deletions a replicated log had to defer until Raft purged the entries.
         self.advance_start_and_delete(new_start, below)?;
         Ok(())
     }
@@ -490,7 +498,14 @@ impl PartitionLog for SegmentLog {
         // Keep one snapshot per segment boundary: the ones taken inside the sealed segment (at
         // clean shutdowns) are superseded by the one at its end.
         delete_snapshots(&self.dir, |o| o > sealed_base && o < new_base)?;
-        let segment = Segment::create(&self.dir, new_base)?;
+        let mut segment = Segment::create(&self.dir, new_base)?;
+        if self.replication.is_some() {
+            segment.entries = Some(crate::entry_index::EntryFile::create(
+                &self.dir,
+                new_base,
+                self.next_index(),
+            )?);
+        }
         self.segments.push(segment);
         tracing::debug!(dir = %self.dir.display(), base_offset = new_base, "rolled segment");
         Ok(())
@@ -501,13 +516,22 @@ impl PartitionLog for SegmentLog {
     }
 
     fn pending_sync(&self) -> PendingSync {
-        PendingSync::new(self.log_end_offset(), Some(self.active().file().clone()))
+        let mut files = vec![self.active().file().clone()];
+        if let Some(e) = &self.active().entries {
+            files.push(e.file().clone());
+        }
+        if let Some(m) = self.marker_file() {
+            files.push(m);
+        }
+        PendingSync::new(self.log_end_offset(), files)
     }
 
     fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
         let retention_ms = self.config.retention_ms;
         let cutoff = now_ms.saturating_sub(retention_ms);
+        // A replicated log rolls only where its leader rolled (entries carry it).
         if retention_ms >= 0
+            && self.replication.is_none()
             && !self.active().is_empty()
             && self.active().retention_timestamp() < cutoff
             && self.segments[..self.segments.len() - 1]
@@ -550,3 +574,7 @@ impl PartitionLog for SegmentLog {
         delete_snapshots(&self.dir, |o| o > active_base && o < log_end)
     }
 }
+
+#[cfg(test)]
+#[path = "segment_log/entries_tests.rs"]
+mod entries_tests;

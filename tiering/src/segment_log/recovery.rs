@@ -70,6 +70,7 @@ impl SegmentLog {
             log_start_offset,
             producers: ProducerStateManager::new(),
             epochs: LeaderEpochCache::load(dir)?,
+            replication: None,
         };
         if persisted_start != Some(log_start_offset) {
             log_start::store(dir, log_start_offset)?;
