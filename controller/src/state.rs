@@ -590,6 +590,12 @@ pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, Com
             if state.topic_ids.contains_key(&name) {
                 return Err(CommandError::TopicAlreadyExists(name));
             }
+            if let Some(other) = colliding_topic(state, &name) {
+                return Err(CommandError::InvalidTopicName {
+                    reason: format!("collides with existing topic {other:?} ('.' and '_' collide)"),
+                    name,
+                });
+            }
             if state.topics.contains_key(&topic_id) {
                 return Err(CommandError::TopicIdAlreadyExists(topic_id));
             }
@@ -925,7 +931,20 @@ fn new_partition(state: &MetadataState, replicas: Vec<BrokerId>) -> PartitionMet
     }
 }
 
-fn validate_topic_name(name: &str) -> Result<(), CommandError> {
+/// The existing topic whose name equals `name` once '.' and '_' are treated alike (Kafka refuses
+/// such pairs: their metric names would collide).
+fn colliding_topic<'a>(state: &'a MetadataState, name: &str) -> Option<&'a str> {
+    let folded = name.replace('.', "_");
+    state
+        .topic_ids
+        .keys()
+        .find(|t| t.as_str() != name && t.replace('.', "_") == folded)
+        .map(String::as_str)
+}
+
+/// Kafka's rules for a topic name: 1..=249 characters of ASCII alphanumerics, '.', '_' and '-',
+/// and not `.` or `..`. [`apply`] enforces them; brokers call this to refuse a name early.
+pub fn validate_topic_name(name: &str) -> Result<(), CommandError> {
     let invalid = |reason: &str| {
         Err(CommandError::InvalidTopicName {
             name: name.to_string(),
@@ -1102,6 +1121,22 @@ mod tests {
             },
         );
         assert_eq!(hb, Ok(Outcome::HeartbeatAccepted { fenced: false }));
+    }
+
+    /// The '.'/'_' collision rule is the state machine's, so every broker enforces the same.
+    #[test]
+    fn colliding_topic_names_are_refused() {
+        let mut s = MetadataState::default();
+        register(&mut s, 1, 0);
+        create(&mut s, "a.b", 1, &[&[1]]).expect("create a.b");
+        let before = s.clone();
+        let err = create(&mut s, "a_b", 2, &[&[1]]).expect_err("collides");
+        assert!(
+            matches!(&err, CommandError::InvalidTopicName { name, reason } if name == "a_b" && reason.contains("a.b")),
+            "{err:?}"
+        );
+        assert_eq!(s, before, "a rejected command leaves the state alone");
+        create(&mut s, "a-b", 3, &[&[1]]).expect("'-' does not collide");
     }
 
     #[test]
