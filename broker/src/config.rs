@@ -11,6 +11,9 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use std::collections::BTreeMap;
+
+use crate::topic_config::BrokerLayers;
 
 /// Command-line flags of `strata broker`. Each flag can also come from its `STRATA_*` variable.
 #[derive(Debug, Clone, Default, Args)]
@@ -369,6 +372,77 @@ macro_rules! overlay {
 }
 
 impl BrokerConfig {
+    /// The static config layer of this broker (DescribeConfigs and topic settings start from it).
+    pub fn layers(&self) -> BrokerLayers {
+        let cfg = self;
+        let mut s = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            let default = crate::topic_config::topic_def_by_broker_name(k).map(|d| d.default);
+            if default != Some(v.as_str()) {
+                s.insert(k.to_string(), v);
+            }
+        };
+        put("log.retention.ms", cfg.log_retention_ms.to_string());
+        put("log.retention.bytes", cfg.log_retention_bytes.to_string());
+        put("log.segment.bytes", cfg.log_segment_bytes.to_string());
+        put("log.roll.ms", cfg.log_roll_ms.to_string());
+        put("message.max.bytes", cfg.message_max_bytes.to_string());
+        put(
+            "log.message.timestamp.type",
+            cfg.log_message_timestamp_type.clone(),
+        );
+        if let Some(v) = cfg.log_flush_interval_messages {
+            put("log.flush.interval.messages", v.to_string());
+        }
+        if let Some(v) = cfg.log_flush_interval_ms {
+            put("log.flush.interval.ms", v.to_string());
+        }
+        for (k, v) in &cfg.broker_configs {
+            // Generic defaults by Kafka name override the dedicated fields; validated at start.
+            if let Some(def) = crate::topic_config::topic_def_by_broker_name(k)
+                .or_else(|| crate::topic_config::topic_def(k))
+            {
+                s.insert(def.broker_name.to_string(), v.clone());
+            }
+        }
+        let advertised = if cfg.advertised_listener.is_empty() {
+            cfg.listen.clone()
+        } else {
+            cfg.advertised_listener.clone()
+        };
+        let read_only = [
+            ("node.id", cfg.node_id.to_string()),
+            ("broker.id", cfg.node_id.to_string()),
+            ("listeners", format!("PLAINTEXT://{}", cfg.listen)),
+            ("advertised.listeners", format!("PLAINTEXT://{advertised}")),
+            ("log.dirs", cfg.data_dir.display().to_string()),
+            ("num.partitions", cfg.num_partitions.to_string()),
+            ("default.replication.factor", "1".to_string()),
+            (
+                "auto.create.topics.enable",
+                cfg.auto_create_topics_enable.to_string(),
+            ),
+            (
+                "socket.request.max.bytes",
+                cfg.socket_request_max_bytes.to_string(),
+            ),
+            (
+                "log.retention.check.interval.ms",
+                cfg.log_retention_check_interval_ms.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        BrokerLayers {
+            static_values: s,
+            read_only,
+            ..Default::default()
+        }
+    }
+}
+
+impl BrokerConfig {
     /// Merges defaults, the TOML file named by `--config` (if any), environment and flags.
     pub fn load(args: &BrokerArgs) -> Result<Self, ConfigError> {
         let mut cfg = match &args.config {
@@ -666,7 +740,7 @@ impl BrokerConfig {
                 "must be >= -1",
             ));
         }
-        if !(1..=crate::broker::MAX_PARTITIONS_PER_TOPIC)
+        if !(1..=crate::topics::MAX_PARTITIONS_PER_TOPIC)
             .contains(&self.offsets_topic_num_partitions)
         {
             return Err(bad(
@@ -980,7 +1054,7 @@ mod tests {
         let cfg = BrokerConfig::load(&args).expect("load");
         assert_eq!(cfg.broker_configs.len(), 2);
         let rt = cfg.validate().expect("valid");
-        let layers = crate::topic_config::BrokerLayers::from_config(&rt.broker);
+        let layers = rt.broker.layers();
         let settings = layers.topic_settings(&Default::default());
         assert!(settings.compact);
         assert_eq!(

@@ -20,9 +20,9 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
 use crate::codec::{self, Frame};
 use crate::handlers;
+use crate::services::Services;
 
 /// Requests handled concurrently per connection before reading pauses.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -33,7 +33,7 @@ type Pending = futures::future::BoxFuture<'static, Result<Option<Bytes>, codec::
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    broker: Arc<Broker>,
+    broker: Arc<Services>,
     shutdown: CancellationToken,
 ) {
     if let Err(e) = stream.set_nodelay(true) {

@@ -183,6 +183,9 @@ pub enum GroupError {
     /// The coordinator cannot serve this key (e.g. transactions).
     #[error("coordinator not available")]
     CoordinatorNotAvailable,
+    /// This broker just became the coordinator and is still loading the group's partition.
+    #[error("coordinator load in progress")]
+    CoordinatorLoadInProgress,
     /// KIP-848: the member's epoch is ahead of or too far behind the coordinator's; it must rejoin.
     #[error("fenced member epoch")]
     FencedMemberEpoch,
@@ -250,6 +253,7 @@ impl BrokerError {
                 GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
                 GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
                 GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+                GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
                 GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
                 GroupError::NotCoordinator => ResponseError::NotCoordinator,
                 GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,

@@ -22,9 +22,6 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
-use crate::log_manager::LogManager;
-
 /// Label set naming a Kafka API.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
@@ -40,7 +37,7 @@ pub struct TopicLabel {
 }
 
 /// Cumulative remote tier figures, exported as gauges read from the tier's counters at scrape time.
-const REMOTE_TOTALS: [(&str, &str); 16] = [
+pub const REMOTE_TOTALS: [(&str, &str); 16] = [
     ("remote_put_requests", "Object store PUT-class requests (puts; multipart create, parts and complete), cumulative"),
     ("remote_put_bytes", "Bytes sent to the object store, cumulative"),
     ("remote_get_requests", "Object store GET requests, cumulative"),
@@ -107,7 +104,7 @@ pub struct Metrics {
 }
 
 /// Metadata quorum and cluster figures, read from the embedded controller at scrape time.
-const CLUSTER_GAUGES: [(&str, &str); 6] = [
+pub const CLUSTER_GAUGES: [(&str, &str); 6] = [
     (
         "controller_is_leader",
         "1 if this node's controller is the active one, else 0",
@@ -270,102 +267,56 @@ impl Metrics {
         }
     }
 
-    /// Text exposition with consumer group lag computed from `broker` at scrape time.
-    pub fn render_broker(&self, broker: &Broker) -> String {
+    /// Text exposition of every metric, with the gauges that are sampled at scrape time set from
+    /// `scrape`.
+    pub fn render(&self, scrape: &Scrape) -> String {
         self.group_lag.clear();
-        for (group, topic, partition, lag) in broker.groups.lag(broker) {
+        for (group, topic, partition, lag) in &scrape.group_lag {
             self.group_lag
                 .get_or_create(&GroupPartitionLabel {
-                    group,
-                    topic,
+                    group: group.clone(),
+                    topic: topic.clone(),
                     partition: partition.to_string(),
                 })
-                .set(lag);
+                .set(*lag);
         }
-        let status = broker.cluster.quorum_status();
-        let view = broker.view();
-        let values = [
-            i64::from(status.is_leader()),
-            status
-                .current_leader
-                .and_then(|l| i64::try_from(l).ok())
-                .unwrap_or(-1),
-            status
-                .last_applied
-                .and_then(|i| i64::try_from(i).ok())
-                .unwrap_or(0),
-            i64::try_from(view.index).unwrap_or(i64::MAX),
-            broker.cluster.broker_epoch(),
-            i64::try_from(view.live_brokers().count()).unwrap_or(i64::MAX),
-        ];
-        for (g, v) in self.cluster.iter().zip(values) {
+        for (g, v) in self.cluster.iter().zip(scrape.cluster) {
             g.set(v);
         }
-        self.render(&broker.logs)
-    }
-
-    /// Text exposition of every metric, refreshing per-partition gauges from `logs`.
-    pub fn render(&self, logs: &LogManager) -> String {
         self.log_end_offset.clear();
         self.log_start_offset.clear();
         self.log_size.clear();
         for f in &self.remote_partition {
             f.clear();
         }
-        if let Some(tier) = logs.remote_tier() {
-            let s = &tier.store_stats;
-            let o = &tier.stats;
-            let c = tier.ctx.cache.stats();
-            let load =
-                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-            let values = [
-                load(&s.puts),
-                load(&s.put_bytes),
-                load(&s.gets),
-                load(&s.get_bytes),
-                load(&s.deletes),
-                load(&s.errors),
-                load(&o.segments_uploaded),
-                load(&o.bytes_uploaded),
-                load(&o.upload_errors),
-                load(&o.upload_ms_total),
-                load(&o.seal_to_upload_ms_total),
-                load(&o.segments_deleted),
-                c.hits,
-                c.misses,
-                c.gets,
-                c.get_latency_micros_total,
-            ];
-            for (g, v) in self.remote_totals.iter().zip(values) {
-                g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        if let Some(totals) = &scrape.remote_totals {
+            for (g, v) in self.remote_totals.iter().zip(totals) {
+                g.set(i64::try_from(*v).unwrap_or(i64::MAX));
             }
         }
-        for p in logs.all() {
-            if let (Some(remote), Some((lag_bytes, lag_segments))) = (p.remote(), p.upload_lag()) {
-                let label = PartitionLabel {
-                    topic: p.topic.clone(),
-                    partition: p.index.to_string(),
-                };
+        for p in &scrape.partitions {
+            let label = PartitionLabel {
+                topic: p.topic.clone(),
+                partition: p.partition.to_string(),
+            };
+            if let Some(r) = &p.remote {
                 let values = [
-                    i64::try_from(lag_bytes).unwrap_or(i64::MAX),
-                    i64::try_from(lag_segments).unwrap_or(i64::MAX),
-                    i64::try_from(remote.size_bytes()).unwrap_or(i64::MAX),
-                    remote.readable_start().unwrap_or(-1),
+                    i64::try_from(r.lag_bytes).unwrap_or(i64::MAX),
+                    i64::try_from(r.lag_segments).unwrap_or(i64::MAX),
+                    i64::try_from(r.size_bytes).unwrap_or(i64::MAX),
+                    r.readable_start,
                 ];
                 for (f, v) in self.remote_partition.iter().zip(values) {
                     f.get_or_create(&label).set(v);
                 }
             }
-            let label = PartitionLabel {
-                topic: p.topic.clone(),
-                partition: p.index.to_string(),
-            };
-            let (start, end, size) = p.offsets();
-            self.log_end_offset.get_or_create(&label).set(end);
-            self.log_start_offset.get_or_create(&label).set(start);
+            self.log_end_offset
+                .get_or_create(&label)
+                .set(p.high_watermark);
+            self.log_start_offset.get_or_create(&label).set(p.log_start);
             self.log_size
                 .get_or_create(&label)
-                .set(i64::try_from(size).unwrap_or(i64::MAX));
+                .set(i64::try_from(p.size_bytes).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock()) {
@@ -375,8 +326,54 @@ impl Metrics {
     }
 }
 
+/// Figures sampled from the broker's services when the endpoint is scraped.
+#[derive(Debug, Default, Clone)]
+pub struct Scrape {
+    /// One entry per hosted partition.
+    pub partitions: Vec<PartitionSample>,
+    /// The remote tier's cumulative counters, in [`REMOTE_TOTALS`] order (tiering on).
+    pub remote_totals: Option<[u64; 16]>,
+    /// (group, topic, partition, lag) for every committed offset of a hosted partition.
+    pub group_lag: Vec<(String, String, i32, i64)>,
+    /// The metadata quorum gauges, in [`CLUSTER_GAUGES`] order.
+    pub cluster: [i64; 6],
+}
+
+/// One hosted partition at scrape time.
+#[derive(Debug, Clone)]
+pub struct PartitionSample {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Log start over both tiers.
+    pub log_start: i64,
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Local bytes.
+    pub size_bytes: u64,
+    /// Remote tier figures, if the partition tiers.
+    pub remote: Option<RemoteSample>,
+}
+
+/// A partition's remote tier at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteSample {
+    /// Local bytes not offloaded yet.
+    pub lag_bytes: u64,
+    /// Sealed segments not offloaded yet.
+    pub lag_segments: usize,
+    /// Offloaded bytes.
+    pub size_bytes: u64,
+    /// First offloaded offset still readable, or -1.
+    pub readable_start: i64,
+}
+
+/// Renders the exposition text on each scrape.
+pub type Renderer = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Serves `GET /metrics` on `addr` until `cancel` fires.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, cancel: CancellationToken) {
+pub async fn serve(listener: TcpListener, render: Renderer, cancel: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -388,11 +385,11 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, cancel: Cancellat
                 }
             },
         };
-        let broker = broker.clone();
+        let render = render.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let body = if req.uri().path() == "/metrics" {
-                    Some(broker.metrics.render_broker(&broker))
+                    Some(render())
                 } else {
                     None
                 };

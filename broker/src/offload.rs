@@ -23,12 +23,12 @@ use tiering::remote::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::Broker;
-use crate::cluster::ClusterView;
+use crate::admin::TopicAdmin;
+use crate::cluster::{ClusterLink, ClusterView};
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::metadata_store::{MetadataState as LegacyState, MetadataStore};
-use crate::partition::{now_ms, Partition};
+use crate::replica::{now_ms, Partition, ReplicaManager};
 
 /// Sealed segments uploaded per partition per pass (the rest wait for the next pass).
 const UPLOADS_PER_PASS: usize = 16;
@@ -243,8 +243,40 @@ impl RemoteTier {
         ))
     }
 
+    /// The cumulative counters exported as metrics, in `metrics::REMOTE_TOTALS` order.
+    pub fn totals(&self) -> [u64; 16] {
+        let s = &self.store_stats;
+        let o = &self.stats;
+        let c = self.ctx.cache.stats();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            load(&s.puts),
+            load(&s.put_bytes),
+            load(&s.gets),
+            load(&s.get_bytes),
+            load(&s.deletes),
+            load(&s.errors),
+            load(&o.segments_uploaded),
+            load(&o.bytes_uploaded),
+            load(&o.upload_errors),
+            load(&o.upload_ms_total),
+            load(&o.seal_to_upload_ms_total),
+            load(&o.segments_deleted),
+            c.hits,
+            c.misses,
+            c.gets,
+            c.get_latency_micros_total,
+        ]
+    }
+
     /// Runs the offload task until `cancel` fires.
-    pub async fn run(self: Arc<Self>, broker: Arc<Broker>, cancel: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        replicas: Arc<ReplicaManager>,
+        cluster: Arc<ClusterLink>,
+        admin: Arc<TopicAdmin>,
+        cancel: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -252,14 +284,13 @@ impl RemoteTier {
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            self.pass(&broker).await;
+            self.pass(&replicas, &cluster, &admin).await;
         }
     }
 
     /// One pass over every partition, the pending topic deletions and the metadata copy.
-    pub async fn pass(&self, broker: &Arc<Broker>) {
-        let partitions: Vec<Arc<Partition>> = broker
-            .logs
+    pub async fn pass(&self, replicas: &ReplicaManager, cluster: &ClusterLink, admin: &TopicAdmin) {
+        let partitions: Vec<Arc<Partition>> = replicas
             .all()
             .into_iter()
             .filter(|p| p.settings().remote_storage || p.remote().is_some())
@@ -274,11 +305,11 @@ impl RemoteTier {
             .collect::<Vec<()>>()
             .await;
         // Offloading may have freed local space: let produce in again without waiting.
-        broker.logs.refresh_disk_usage();
+        replicas.refresh_disk_usage();
         // Cluster-wide chores, done by one broker.
-        if broker.runs_cluster_chores() {
-            self.delete_pending_topics(broker).await;
-            self.publish_metadata(broker).await;
+        if cluster.runs_cluster_chores() {
+            self.delete_pending_topics(cluster, admin).await;
+            self.publish_metadata(cluster).await;
         }
     }
 
@@ -412,13 +443,14 @@ impl RemoteTier {
         }
     }
 
-    async fn delete_pending_topics(&self, broker: &Arc<Broker>) {
-        for id in broker.pending_remote_deletions() {
+    async fn delete_pending_topics(&self, cluster: &ClusterLink, admin: &TopicAdmin) {
+        let pending = cluster.view().pending_remote_deletions.clone();
+        for id in pending {
             let prefix = self.ctx.keys.topic_prefix(id);
             match delete_prefix(&self.ctx.store, &prefix).await {
                 Ok(n) => {
                     tracing::info!(topic_id = %id, objects = n, "deleted the objects of a deleted topic");
-                    if let Err(e) = broker.finish_remote_deletion(id).await {
+                    if let Err(e) = admin.finish_remote_deletion(id).await {
                         tracing::warn!(topic_id = %id, error = %e, "cannot record a finished topic deletion");
                     }
                 }
@@ -429,8 +461,9 @@ impl RemoteTier {
         }
     }
 
-    async fn publish_metadata(&self, broker: &Arc<Broker>) {
-        let (_, bytes) = match broker.metadata_snapshot() {
+    async fn publish_metadata(&self, cluster: &ClusterLink) {
+        let copy = crate::cluster::legacy_copy(&cluster.view(), cluster.broker_id());
+        let bytes = match MetadataStore::encode(&copy) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot encode metadata for the object store");

@@ -10,17 +10,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::Broker;
 use crate::cluster::ClusterLink;
 use crate::config::RuntimeConfig;
 use crate::offload::RemoteTier;
+use crate::services::Services;
 use crate::{connection, metrics};
 
 /// A running broker: its shared state and the token that stops it.
 #[derive(Debug)]
 pub struct Server {
-    /// Shared state.
-    pub broker: Arc<Broker>,
+    /// The broker's services.
+    pub broker: Arc<Services>,
     /// Fires to begin a clean shutdown.
     pub shutdown: CancellationToken,
     listener: TcpListener,
@@ -45,7 +45,7 @@ impl Server {
             termination_signal().await;
             stop.cancel();
         });
-        let joined = Broker::join(config, cluster.clone(), remote, &shutdown).await;
+        let joined = Services::join(config, cluster.clone(), remote, &shutdown).await;
         waiting.abort();
         let broker = match joined {
             Ok(b) => b,
@@ -59,17 +59,14 @@ impl Server {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        tokio::spawn(
-            broker
-                .groups
-                .clone()
-                .run_timers(broker.clone(), shutdown.clone()),
-        );
+        tokio::spawn(broker.groups.clone().run_timers(shutdown.clone()));
         if let Some(addr) = metrics_addr {
             let ml = metrics::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on metrics address {addr}"))?;
-            tokio::spawn(metrics::serve(ml, broker.clone(), shutdown.clone()));
+            let b = broker.clone();
+            let render: metrics::Renderer = Arc::new(move || b.metrics.render(&b.scrape()));
+            tokio::spawn(metrics::serve(ml, render, shutdown.clone()));
             tracing::info!(%addr, "metrics endpoint listening");
         }
         tracing::info!(

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use kafka_protocol::records::Compression;
 use tiering::{LogConfig, TimestampType};
 
-use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 
 /// Kafka's `ConfigSource` values used in DescribeConfigs.
@@ -233,72 +232,6 @@ pub struct BrokerLayers {
 }
 
 impl BrokerLayers {
-    /// Builds the static layer from the broker's configuration.
-    pub fn from_config(cfg: &BrokerConfig) -> Self {
-        let mut s = BTreeMap::new();
-        let mut put = |k: &str, v: String| {
-            let default = topic_def_by_broker_name(k).map(|d| d.default);
-            if default != Some(v.as_str()) {
-                s.insert(k.to_string(), v);
-            }
-        };
-        put("log.retention.ms", cfg.log_retention_ms.to_string());
-        put("log.retention.bytes", cfg.log_retention_bytes.to_string());
-        put("log.segment.bytes", cfg.log_segment_bytes.to_string());
-        put("log.roll.ms", cfg.log_roll_ms.to_string());
-        put("message.max.bytes", cfg.message_max_bytes.to_string());
-        put(
-            "log.message.timestamp.type",
-            cfg.log_message_timestamp_type.clone(),
-        );
-        if let Some(v) = cfg.log_flush_interval_messages {
-            put("log.flush.interval.messages", v.to_string());
-        }
-        if let Some(v) = cfg.log_flush_interval_ms {
-            put("log.flush.interval.ms", v.to_string());
-        }
-        for (k, v) in &cfg.broker_configs {
-            // Generic defaults by Kafka name override the dedicated fields; validated at start.
-            if let Some(def) = topic_def_by_broker_name(k).or_else(|| topic_def(k)) {
-                s.insert(def.broker_name.to_string(), v.clone());
-            }
-        }
-        let advertised = if cfg.advertised_listener.is_empty() {
-            cfg.listen.clone()
-        } else {
-            cfg.advertised_listener.clone()
-        };
-        let read_only = [
-            ("node.id", cfg.node_id.to_string()),
-            ("broker.id", cfg.node_id.to_string()),
-            ("listeners", format!("PLAINTEXT://{}", cfg.listen)),
-            ("advertised.listeners", format!("PLAINTEXT://{advertised}")),
-            ("log.dirs", cfg.data_dir.display().to_string()),
-            ("num.partitions", cfg.num_partitions.to_string()),
-            ("default.replication.factor", "1".to_string()),
-            (
-                "auto.create.topics.enable",
-                cfg.auto_create_topics_enable.to_string(),
-            ),
-            (
-                "socket.request.max.bytes",
-                cfg.socket_request_max_bytes.to_string(),
-            ),
-            (
-                "log.retention.check.interval.ms",
-                cfg.log_retention_check_interval_ms.to_string(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        Self {
-            static_values: s,
-            read_only,
-            ..Default::default()
-        }
-    }
-
     /// Effective value and source of a broker key that supplies a topic default.
     pub fn broker_value(&self, def: &TopicConfigDef) -> (String, i8) {
         let k = def.broker_name;
@@ -499,11 +432,10 @@ mod tests {
 
     #[test]
     fn resolution_order_topic_then_dynamic_then_static_then_default() {
-        let cfg = BrokerConfig {
-            log_retention_ms: 1000,
-            ..Default::default()
-        };
-        let mut layers = BrokerLayers::from_config(&cfg);
+        let mut layers = BrokerLayers::default();
+        layers
+            .static_values
+            .insert("log.retention.ms".into(), "1000".into());
         let def = topic_def("retention.ms").expect("known");
         let none = BTreeMap::new();
         assert_eq!(

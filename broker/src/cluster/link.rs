@@ -122,6 +122,22 @@ impl ClusterLink {
             .and_then(|id| i32::try_from(id).ok())
     }
 
+    /// The controller id clients are told (Metadata, DescribeCluster): the active controller when it
+    /// is a live broker (combined mode), else the lowest-id live broker, as KRaft brokers do.
+    pub fn reported_controller_id(&self) -> i32 {
+        let view = self.view();
+        self.controller_id()
+            .filter(|id| view.is_live(*id))
+            .or_else(|| view.live_brokers().next().map(|b| b.id))
+            .unwrap_or(-1)
+    }
+
+    /// Whether this broker runs the cluster-wide chores (the object store metadata copy, deleting
+    /// deleted topics' objects): the broker reported as controller, so exactly one live broker.
+    pub fn runs_cluster_chores(&self) -> bool {
+        self.reported_controller_id() == self.broker_id
+    }
+
     /// This node's view of the quorum (a broker-only node: the last one a controller gave).
     pub fn quorum_status(&self) -> QuorumStatus {
         match &self.quorum {

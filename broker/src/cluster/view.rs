@@ -139,7 +139,7 @@ impl ClusterView {
     /// The config layers of broker `broker_id`: its static configuration under this view's dynamic
     /// cluster-wide and per-broker configs.
     pub fn layers(&self, cfg: &BrokerConfig, broker_id: i32) -> BrokerLayers {
-        let mut layers = BrokerLayers::from_config(cfg);
+        let mut layers = cfg.layers();
         layers.dynamic_default = self.cluster_configs.clone();
         layers.dynamic_broker = self.broker_configs_of(broker_id);
         layers

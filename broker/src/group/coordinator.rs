@@ -30,8 +30,10 @@ use super::consumer::{
 };
 use super::offsets::{self, CommittedOffset};
 use super::store::{self, GroupRecord};
-use crate::broker::Broker;
+use crate::admin::TopicAdmin;
+use crate::cluster::ClusterLink;
 use crate::error::{BrokerError, GroupError};
+use crate::replica::{Partition, ReplicaManager};
 
 /// Name of the internal topic holding commits and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -54,7 +56,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        crate::partition::now_ms()
+        crate::replica::now_ms()
     }
 }
 
@@ -182,12 +184,29 @@ pub struct GroupCoordinator {
     appends: std::sync::atomic::AtomicU64,
     create_lock: tokio::sync::Mutex<()>,
     closing: std::sync::atomic::AtomicBool,
+    /// The `__consumer_offsets` partitions whose groups are loaded, with the leader epoch they
+    /// were loaded in: exactly the ones this broker leads (see [`GroupCoordinator::run_leadership`]).
+    loaded: Mutex<BTreeMap<i32, i32>>,
+    replicas: Arc<ReplicaManager>,
+    cluster: Arc<ClusterLink>,
+    admin: Arc<TopicAdmin>,
 }
 
 impl GroupCoordinator {
-    /// A coordinator with no groups yet (call [`GroupCoordinator::load`] before serving).
-    pub fn new(cfg: CoordinatorConfig, clock: Arc<dyn Clock>) -> Self {
+    /// A coordinator with no groups loaded yet: it loads the groups of each `__consumer_offsets`
+    /// partition when this broker becomes its leader ([`GroupCoordinator::sync_leadership`]).
+    pub fn new(
+        cfg: CoordinatorConfig,
+        clock: Arc<dyn Clock>,
+        replicas: Arc<ReplicaManager>,
+        cluster: Arc<ClusterLink>,
+        admin: Arc<TopicAdmin>,
+    ) -> Self {
         Self {
+            loaded: Mutex::new(BTreeMap::new()),
+            replicas,
+            cluster,
+            admin,
             groups: Mutex::new(HashMap::new()),
             cfg,
             clock,
@@ -215,43 +234,58 @@ impl GroupCoordinator {
 
     /// Creates `__consumer_offsets` (through the metadata quorum, its partitions spread over the
     /// brokers) if it does not exist yet; returns its partition count.
-    pub async fn ensure_topic(&self, broker: &Broker) -> Result<i32, BrokerError> {
-        if let Some(t) = broker.topic(OFFSETS_TOPIC) {
-            return Ok(t.partitions);
+    pub async fn ensure_topic(&self) -> Result<i32, BrokerError> {
+        if let Some(n) = self.offsets_partitions() {
+            return Ok(n);
         }
         let _guard = self.create_lock.lock().await;
-        if let Some(t) = broker.topic(OFFSETS_TOPIC) {
-            return Ok(t.partitions);
+        if let Some(n) = self.offsets_partitions() {
+            return Ok(n);
         }
         let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         let n = self.cfg.offsets_topic_num_partitions;
-        match broker
+        match self
+            .admin
             .create_topic(OFFSETS_TOPIC, n, 1, configs, false)
             .await
         {
             Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }
-        broker
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partitions)
+        self.offsets_partitions()
             .ok_or_else(|| BrokerError::from(GroupError::CoordinatorNotAvailable))
+    }
+
+    /// The partition count of `__consumer_offsets`, if it exists.
+    fn offsets_partitions(&self) -> Option<i32> {
+        self.cluster
+            .view()
+            .topics
+            .get(OFFSETS_TOPIC)
+            .map(|t| t.partitions)
     }
 
     /// Whether this broker coordinates `group_id`, i.e. leads the group's `__consumer_offsets`
     /// partition: NOT_COORDINATOR if another broker does, COORDINATOR_NOT_AVAILABLE if none does.
     /// Before the topic exists (FindCoordinator creates it) every broker may take the group.
-    pub fn owns(&self, broker: &Broker, group_id: &str) -> Result<(), GroupError> {
+    pub fn owns(&self, group_id: &str) -> Result<(), GroupError> {
         if self.is_closing() {
             return Err(GroupError::NotCoordinator);
         }
-        let view = broker.view();
+        let view = self.cluster.view();
         let Some(topic) = view.topics.get(OFFSETS_TOPIC) else {
             return Ok(());
         };
         let index = partition_for(group_id, topic.partitions);
+        if self.loaded.lock().contains_key(&index) {
+            return Ok(());
+        }
+        let led_here = self
+            .replicas
+            .get_by_name(OFFSETS_TOPIC, index)
+            .is_some_and(|p| p.is_leader());
         match view.partition(OFFSETS_TOPIC, index) {
-            Some(p) if p.leader == broker.node_id() => Ok(()),
+            _ if led_here => Err(GroupError::CoordinatorLoadInProgress),
             Some(p) if p.leader < 0 => Err(GroupError::CoordinatorNotAvailable),
             _ => Err(GroupError::NotCoordinator),
         }
@@ -259,18 +293,19 @@ impl GroupCoordinator {
 
     async fn append(
         &self,
-        broker: &Broker,
         group_id: &str,
         records: &[(Bytes, Option<Bytes>)],
     ) -> Result<(), BrokerError> {
         if records.is_empty() {
             return Ok(());
         }
-        let n = self.ensure_topic(broker).await?;
+        let n = self.ensure_topic().await?;
         let index = partition_for(group_id, n);
-        let partition = broker
-            .leader_partition(OFFSETS_TOPIC, index)
-            .map_err(|_| BrokerError::from(GroupError::NotCoordinator))?;
+        let partition = self
+            .replicas
+            .get_by_name(OFFSETS_TOPIC, index)
+            .filter(|p| p.is_leader())
+            .ok_or_else(|| BrokerError::from(GroupError::NotCoordinator))?;
         let batch = store::build_batch(records, self.now())
             .map_err(|e| BrokerError::MetadataIo(e.to_string()))?;
         self.appends
@@ -281,10 +316,9 @@ impl GroupCoordinator {
 
     async fn write_lock(
         &self,
-        broker: &Broker,
         group_id: &str,
     ) -> Result<tokio::sync::OwnedMutexGuard<()>, BrokerError> {
-        let n = self.ensure_topic(broker).await?;
+        let n = self.ensure_topic().await?;
         let index = partition_for(group_id, n);
         let lock = self
             .write_locks
@@ -297,16 +331,16 @@ impl GroupCoordinator {
 
     /// Persists group metadata changes; failures are logged (group metadata is advisory: groups come
     /// back Empty after a restart and their members rejoin).
-    async fn persist(&self, broker: &Broker, dirty: Vec<(String, Bytes, Option<Bytes>)>) {
+    async fn persist(&self, dirty: Vec<(String, Bytes, Option<Bytes>)>) {
         for (group, key, value) in dirty {
-            let _guard = match self.write_lock(broker, &group).await {
+            let _guard = match self.write_lock(&group).await {
                 Ok(g) => g,
                 Err(e) => {
                     tracing::warn!(group = %group, error = %e, "cannot persist group metadata");
                     continue;
                 }
             };
-            if let Err(e) = self.append(broker, &group, &[(key, value)]).await {
+            if let Err(e) = self.append(&group, &[(key, value)]).await {
                 tracing::warn!(group = %group, error = %e, "cannot persist group metadata");
             }
         }
@@ -322,66 +356,124 @@ impl GroupCoordinator {
         }
     }
 
-    /// Rebuilds offsets and groups from `__consumer_offsets` (if it exists). Runs before serving.
-    pub fn load(&self, broker: &Broker) -> Result<(), BrokerError> {
-        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-            return Ok(());
-        };
-        let now = self.now();
-        let mut groups = self.groups.lock();
-        let mut records = 0usize;
-        for index in 0..topic.partitions {
-            let Some(p) = broker.partition(OFFSETS_TOPIC, index) else {
+    /// Loads the groups of every `__consumer_offsets` partition this broker now leads and drops
+    /// the groups of the ones it no longer leads. Blocking (reads the log). Called at start and by
+    /// [`GroupCoordinator::run_leadership`] whenever leadership moves.
+    pub fn sync_leadership(&self) -> Result<(), BrokerError> {
+        let led: BTreeMap<i32, i32> = self.replicas.led(OFFSETS_TOPIC).into_iter().collect();
+        let loaded = self.loaded.lock().clone();
+        for (index, epoch) in &loaded {
+            if led.get(index) != Some(epoch) {
+                self.unload(*index);
+            }
+        }
+        let mut first_error = None;
+        for (index, epoch) in led {
+            if loaded.get(&index) == Some(&epoch) {
+                continue;
+            }
+            let Some(p) = self.replicas.get_by_name(OFFSETS_TOPIC, index) else {
                 continue;
             };
-            let (start, end, _) = p.offsets();
-            let mut offset = start;
-            while offset < end {
-                let data = p.read(offset, 1 << 20, true)?;
-                if data.is_empty() {
-                    break;
+            match self.load_partition(&p) {
+                Ok(()) => {
+                    self.loaded.lock().insert(index, epoch);
                 }
-                let mut pos = 0usize;
-                while pos + 27 <= data.len() {
-                    let base = i64::from_be_bytes(data[pos..pos + 8].try_into().expect("8 bytes"));
-                    let len =
-                        i32::from_be_bytes(data[pos + 8..pos + 12].try_into().expect("4 bytes"));
-                    let delta =
-                        i32::from_be_bytes(data[pos + 23..pos + 27].try_into().expect("4 bytes"));
-                    let total = 12 + usize::try_from(len).unwrap_or(0);
-                    if len <= 0 || pos + total > data.len() {
-                        break;
-                    }
-                    let batch = data.slice(pos..pos + total);
-                    pos += total;
-                    let next = base + i64::from(delta) + 1;
-                    if next <= offset {
-                        continue;
-                    }
-                    offset = next;
-                    let recs = store::decode_batches(batch).map_err(|e| {
-                        BrokerError::MetadataIo(format!("{OFFSETS_TOPIC}-{index}: {e}"))
-                    })?;
-                    records += recs.len();
-                    for r in recs {
-                        apply(&mut groups, r, now);
-                    }
-                }
-                if pos == 0 {
-                    break;
+                Err(e) => {
+                    tracing::error!(partition = index, error = %e, "cannot load consumer groups");
+                    first_error.get_or_insert(e);
                 }
             }
         }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Rebuilds the offsets and groups stored in one `__consumer_offsets` partition.
+    fn load_partition(&self, p: &Partition) -> Result<(), BrokerError> {
+        let now = self.now();
+        let (start, end, _) = p.offsets();
+        let mut offset = start;
+        let mut records = 0usize;
+        let mut loaded: HashMap<String, Group> = HashMap::new();
+        while offset < end {
+            let data = p.read(offset, 1 << 20, true)?;
+            if data.is_empty() {
+                break;
+            }
+            let before = offset;
+            for item in tiering::BatchIter::new(&data) {
+                let (header, range) =
+                    item.map_err(|e| BrokerError::MetadataIo(format!("{}: {e}", p.label())))?;
+                let next = header.last_offset() + 1;
+                if next <= offset {
+                    continue;
+                }
+                offset = next;
+                let recs = store::decode_batches(data.slice(range))
+                    .map_err(|e| BrokerError::MetadataIo(format!("{}: {e}", p.label())))?;
+                records += recs.len();
+                for r in recs {
+                    apply(&mut loaded, r, now);
+                }
+            }
+            if offset == before {
+                break;
+            }
+        }
+        let count = loaded.len();
+        self.groups.lock().extend(loaded);
         tracing::info!(
-            groups = groups.len(),
+            partition = %p.label(),
+            groups = count,
             records,
-            "loaded consumer groups from {OFFSETS_TOPIC}"
+            "loaded consumer groups"
         );
         Ok(())
     }
 
+    /// Drops the groups of a `__consumer_offsets` partition this broker no longer leads; their
+    /// parked JoinGroup/SyncGroup calls answer NOT_COORDINATOR, so members find the new one.
+    fn unload(&self, index: i32) {
+        let n = self.offsets_partitions().unwrap_or(1);
+        let mut groups = self.groups.lock();
+        self.loaded.lock().remove(&index);
+        let gone: Vec<String> = groups
+            .keys()
+            .filter(|g| partition_for(g, n) == index)
+            .cloned()
+            .collect();
+        for id in &gone {
+            if let Some(mut g) = groups.remove(id) {
+                g.abort_waiters(GroupError::NotCoordinator);
+            }
+        }
+        tracing::info!(
+            partition = index,
+            groups = gone.len(),
+            "unloaded consumer groups"
+        );
+    }
+
+    /// Follows this broker's leadership of `__consumer_offsets` partitions until `cancel`.
+    pub async fn run_leadership(self: Arc<Self>, cancel: CancellationToken) {
+        let mut moved = self.replicas.subscribe_leadership();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = moved.changed() => if changed.is_err() { return },
+            }
+            moved.borrow_and_update();
+            let this = self.clone();
+            match tokio::task::spawn_blocking(move || this.sync_leadership()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "consumer groups only partly loaded"),
+                Err(e) => tracing::error!(error = %e, "consumer group loading task failed"),
+            }
+        }
+    }
+
     /// Runs deadlines and offset retention until `cancel` fires.
-    pub async fn run_timers(self: Arc<Self>, broker: Arc<Broker>, cancel: CancellationToken) {
+    pub async fn run_timers(self: Arc<Self>, cancel: CancellationToken) {
         let mut last_retention = self.now();
         loop {
             tokio::select! {
@@ -402,13 +494,13 @@ impl GroupCoordinator {
             if retention_due {
                 last_retention = now;
             }
-            self.tick(&broker, now, retention_due).await;
+            self.tick(now, retention_due).await;
         }
     }
 
     /// One timer round at `now`: fires group deadlines, persists metadata changes and, with
     /// `retention_due`, tombstones the expired offsets of Empty groups.
-    pub async fn tick(&self, broker: &Broker, now: i64, retention_due: bool) {
+    pub async fn tick(&self, now: i64, retention_due: bool) {
         let mut dirty = Vec::new();
         let mut expired: Vec<(String, Vec<(String, i32)>)> = Vec::new();
         {
@@ -416,7 +508,7 @@ impl GroupCoordinator {
             for g in groups.values_mut() {
                 g.tick(now);
                 if let Some(c) = g.consumer.as_mut() {
-                    let topics = topic_counts(broker, &c.subscribed_topics(None));
+                    let topics = topic_counts(&self.cluster, &c.subscribed_topics(None));
                     for id in c.tick(&topics, now) {
                         tracing::info!(group = %g.id, member = %id, "consumer group member expired");
                     }
@@ -442,10 +534,10 @@ impl GroupCoordinator {
                 }
             }
         }
-        self.persist(broker, dirty).await;
+        self.persist(dirty).await;
         for (group, keys) in expired {
             tracing::info!(group = %group, offsets = keys.len(), "expiring committed offsets");
-            if let Err(e) = self.delete_offsets_inner(broker, &group, &keys).await {
+            if let Err(e) = self.delete_offsets_inner(&group, &keys).await {
                 tracing::warn!(group = %group, error = %e, "cannot expire offsets");
             }
         }
@@ -454,7 +546,6 @@ impl GroupCoordinator {
     /// JoinGroup.
     pub async fn join(
         &self,
-        broker: &Broker,
         group_id: &str,
         req: JoinRequest,
     ) -> Result<JoinOutcome, (GroupError, String)> {
@@ -479,7 +570,7 @@ impl GroupCoordinator {
             Self::take_dirty(g, &mut dirty);
             r
         };
-        self.persist(broker, dirty).await;
+        self.persist(dirty).await;
         match reply {
             Reply::Now(r) => r,
             Reply::Wait(rx) => rx
@@ -491,7 +582,6 @@ impl GroupCoordinator {
     /// SyncGroup.
     pub async fn sync(
         &self,
-        broker: &Broker,
         group_id: &str,
         member_id: &str,
         instance_id: Option<&str>,
@@ -512,7 +602,7 @@ impl GroupCoordinator {
             Self::take_dirty(g, &mut dirty);
             r
         };
-        self.persist(broker, dirty).await;
+        self.persist(dirty).await;
         match reply {
             Reply::Now(r) => r,
             Reply::Wait(rx) => rx.await.unwrap_or(Err(GroupError::RebalanceInProgress)),
@@ -538,7 +628,6 @@ impl GroupCoordinator {
     /// LeaveGroup for each (member id, instance id).
     pub async fn leave(
         &self,
-        broker: &Broker,
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
@@ -557,7 +646,7 @@ impl GroupCoordinator {
             Self::take_dirty(g, &mut dirty);
             r
         };
-        self.persist(broker, dirty).await;
+        self.persist(dirty).await;
         Ok(results)
     }
 
@@ -565,7 +654,6 @@ impl GroupCoordinator {
     /// Returns one result per entry.
     pub async fn commit(
         &self,
-        broker: &Broker,
         group_id: &str,
         member_id: &str,
         instance_id: Option<&str>,
@@ -595,7 +683,7 @@ impl GroupCoordinator {
                 results.push(Err(GroupError::OffsetMetadataTooLarge.into()));
                 continue;
             }
-            if broker.view().partition(&topic, partition).is_none() {
+            if self.cluster.view().partition(&topic, partition).is_none() {
                 results.push(Err(BrokerError::UnknownTopicOrPartition(format!(
                     "{topic}-{partition}"
                 ))));
@@ -616,7 +704,7 @@ impl GroupCoordinator {
                 .or_insert_with(|| Group::new(group_id, now));
             return Ok(results);
         }
-        let index = partition_for(group_id, self.ensure_topic(broker).await?);
+        let index = partition_for(group_id, self.ensure_topic().await?);
         let (done, written) = tokio::sync::oneshot::channel();
         self.commit_queues
             .lock()
@@ -633,13 +721,13 @@ impl GroupCoordinator {
             });
         {
             // Whoever holds the lock writes everything queued; ours may already be written.
-            let _guard = self.write_lock(broker, group_id).await?;
+            let _guard = self.write_lock(group_id).await?;
             loop {
                 let batch = self.take_commits(index);
                 if batch.is_empty() {
                     break;
                 }
-                self.write_commits(broker, group_id, batch).await;
+                self.write_commits(group_id, batch).await;
             }
         }
         // Always answered by now, unless the call that took it was cancelled mid-write.
@@ -680,13 +768,13 @@ impl GroupCoordinator {
 
     /// Appends queued commits (all for one partition, write lock held) as one batch, then applies
     /// them in order and answers each.
-    async fn write_commits(&self, broker: &Broker, group_id: &str, batch: Vec<QueuedCommit>) {
+    async fn write_commits(&self, group_id: &str, batch: Vec<QueuedCommit>) {
         let records: Vec<(Bytes, Option<Bytes>)> = batch
             .iter()
             .flat_map(|c| c.records.iter().cloned())
             .collect();
         let result = self
-            .append(broker, group_id, &records)
+            .append(group_id, &records)
             .await
             .map_err(|e| e.to_string());
         if result.is_ok() {
@@ -814,7 +902,6 @@ impl GroupCoordinator {
     /// by a join; a classic group with members answers GROUP_ID_NOT_FOUND, as Kafka does.
     pub async fn consumer_heartbeat(
         &self,
-        broker: &Broker,
         group_id: &str,
         req: HeartbeatRequest,
     ) -> Result<HeartbeatOutcome, GroupError> {
@@ -824,7 +911,7 @@ impl GroupCoordinator {
         if self.is_closing() {
             return Err(GroupError::NotCoordinator);
         }
-        if self.ensure_topic(broker).await.is_err() {
+        if self.ensure_topic().await.is_err() {
             return Err(GroupError::CoordinatorNotAvailable);
         }
         let now = self.now();
@@ -855,12 +942,12 @@ impl GroupCoordinator {
                 g.protocol_type = Some("consumer".into());
             }
             let c = g.consumer.as_mut().expect("set above");
-            let topics = topic_counts(broker, &c.subscribed_topics(req.subscribed.as_ref()));
+            let topics = topic_counts(&self.cluster, &c.subscribed_topics(req.subscribed.as_ref()));
             let r = c.heartbeat(req, &topics, &self.cfg.consumer, now);
             Self::take_dirty(g, &mut dirty);
             r
         };
-        self.persist(broker, dirty).await;
+        self.persist(dirty).await;
         result
     }
 
@@ -909,7 +996,7 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups for one group: only groups without members; tombstones every offset and the group.
-    pub async fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), BrokerError> {
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), BrokerError> {
         let keys: Vec<(String, i32)> = {
             let groups = self.groups.lock();
             let g = groups.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
@@ -918,13 +1005,13 @@ impl GroupCoordinator {
             }
             g.offsets.keys().cloned().collect()
         };
-        let _guard = self.write_lock(broker, group_id).await?;
+        let _guard = self.write_lock(group_id).await?;
         let mut records: Vec<(Bytes, Option<Bytes>)> = keys
             .iter()
             .map(|(t, p)| (store::offset_key(group_id, t, *p), None))
             .collect();
         records.push((store::group_key(group_id), None));
-        self.append(broker, group_id, &records).await?;
+        self.append(group_id, &records).await?;
         let now = self.now();
         let mut groups = self.groups.lock();
         if let Some(mut g) = groups.remove(group_id) {
@@ -936,7 +1023,6 @@ impl GroupCoordinator {
     /// OffsetDelete: deletes the offsets of `topics` unless a member is subscribed to the topic.
     pub async fn delete_offsets(
         &self,
-        broker: &Broker,
         group_id: &str,
         topics: Vec<(String, Vec<i32>)>,
     ) -> Result<OffsetDeleteResults, BrokerError> {
@@ -960,13 +1046,12 @@ impl GroupCoordinator {
                 out.push((topic, results));
             }
         }
-        self.delete_offsets_inner(broker, group_id, &keys).await?;
+        self.delete_offsets_inner(group_id, &keys).await?;
         Ok(out)
     }
 
     async fn delete_offsets_inner(
         &self,
-        broker: &Broker,
         group_id: &str,
         keys: &[(String, i32)],
     ) -> Result<(), BrokerError> {
@@ -983,12 +1068,12 @@ impl GroupCoordinator {
         if present.is_empty() {
             return Ok(());
         }
-        let _guard = self.write_lock(broker, group_id).await?;
+        let _guard = self.write_lock(group_id).await?;
         let records: Vec<(Bytes, Option<Bytes>)> = present
             .iter()
             .map(|(t, p)| (store::offset_key(group_id, t, *p), None))
             .collect();
-        self.append(broker, group_id, &records).await?;
+        self.append(group_id, &records).await?;
         let mut groups = self.groups.lock();
         if let Some(g) = groups.get_mut(group_id) {
             for k in &present {
@@ -1000,7 +1085,7 @@ impl GroupCoordinator {
 
     /// (group, topic, partition, lag) for every committed offset of a partition hosted here: log
     /// end offset minus committed.
-    pub fn lag(&self, broker: &Broker) -> Vec<(String, String, i32, i64)> {
+    pub fn lag(&self) -> Vec<(String, String, i32, i64)> {
         let entries: Vec<(String, String, i32, i64)> = {
             let groups = self.groups.lock();
             groups
@@ -1015,7 +1100,7 @@ impl GroupCoordinator {
         entries
             .into_iter()
             .filter_map(|(g, t, p, committed)| {
-                let end = broker.partition(&t, p)?.high_watermark();
+                let end = self.replicas.get_by_name(&t, p)?.high_watermark();
                 Some((g, t, p, (end - committed).max(0)))
             })
             .collect()
@@ -1024,12 +1109,13 @@ impl GroupCoordinator {
 
 /// Partition counts of the existing topics among `names`.
 fn topic_counts(
-    broker: &Broker,
+    cluster: &ClusterLink,
     names: &std::collections::BTreeSet<String>,
 ) -> BTreeMap<String, i32> {
+    let view = cluster.view();
     names
         .iter()
-        .filter_map(|t| broker.topic(t).map(|r| (t.clone(), r.partitions)))
+        .filter_map(|t| view.topics.get(t).map(|r| (t.clone(), r.partitions)))
         .collect()
 }
 
@@ -1085,7 +1171,7 @@ mod tests {
     /// A broker in a temp dir with a topic `t`, and a coordinator config over an injected clock.
     struct Fixture {
         _dir: tempfile::TempDir,
-        broker: Arc<Broker>,
+        broker: Arc<crate::services::Services>,
         clock: Arc<FakeClock>,
         ccfg: CoordinatorConfig,
     }
@@ -1098,10 +1184,11 @@ mod tests {
             offsets_topic_num_partitions: offsets_partitions,
             ..Default::default()
         };
-        let broker = Broker::open(cfg.validate().expect("config"))
+        let broker = crate::services::Services::open(cfg.validate().expect("config"))
             .await
             .expect("broker");
         broker
+            .admin
             .create_topic("t", topic_partitions, 1, BTreeMap::new(), false)
             .await
             .expect("topic");
@@ -1116,6 +1203,20 @@ mod tests {
                 consumer: ConsumerConfig::default(),
             },
         }
+    }
+
+    fn new_coordinator(
+        broker: &crate::services::Services,
+        ccfg: CoordinatorConfig,
+        clock: Arc<FakeClock>,
+    ) -> GroupCoordinator {
+        GroupCoordinator::new(
+            ccfg,
+            clock,
+            broker.replicas.clone(),
+            broker.cluster.clone(),
+            broker.admin.clone(),
+        )
     }
 
     fn offset(o: i64, ts: i64) -> CommittedOffset {
@@ -1135,24 +1236,16 @@ mod tests {
             clock,
             ccfg,
         } = fixture(4, 2).await;
-        let coord = GroupCoordinator::new(ccfg, clock.clone());
+        let coord = new_coordinator(&broker, ccfg, clock.clone());
         for (group, o) in [("a", 5), ("b", 7)] {
             let r = coord
-                .commit(
-                    &broker,
-                    group,
-                    "",
-                    None,
-                    -1,
-                    vec![("t".into(), 0, offset(o, 1_000))],
-                )
+                .commit(group, "", None, -1, vec![("t".into(), 0, offset(o, 1_000))])
                 .await
                 .expect("commit");
             assert!(r[0].is_ok());
         }
         let r = coord
             .commit(
-                &broker,
                 "a",
                 "",
                 None,
@@ -1165,8 +1258,8 @@ mod tests {
         assert_eq!(broker.topic(OFFSETS_TOPIC).map(|t| t.partitions), Some(4));
 
         // A second coordinator replays what the first one wrote.
-        let replayed = GroupCoordinator::new(ccfg, clock.clone());
-        replayed.load(&broker).expect("load");
+        let replayed = new_coordinator(&broker, ccfg, clock.clone());
+        replayed.sync_leadership().expect("load");
         let got = replayed.fetch("a", Some(vec![("t".into(), vec![0, 1])]));
         assert_eq!(got[0].1[0].1, Some(offset(5, 1_000)));
         assert_eq!(got[0].1[1].1, None);
@@ -1174,23 +1267,16 @@ mod tests {
         // Group "b" commits again later; after the retention only "a"'s offset is expired.
         clock.0.store(30_000, Ordering::SeqCst);
         coord
-            .commit(
-                &broker,
-                "b",
-                "",
-                None,
-                -1,
-                vec![("t".into(), 0, offset(8, 30_000))],
-            )
+            .commit("b", "", None, -1, vec![("t".into(), 0, offset(8, 30_000))])
             .await
             .expect("commit");
         clock.0.store(61_000, Ordering::SeqCst);
-        coord.tick(&broker, 61_000, true).await;
+        coord.tick(61_000, true).await;
         assert!(coord.fetch("a", None).is_empty(), "a's offset expired");
         assert_eq!(coord.fetch("b", None)[0].1[0].1, Some(offset(8, 30_000)));
 
-        let replayed = GroupCoordinator::new(ccfg, clock.clone());
-        replayed.load(&broker).expect("load");
+        let replayed = new_coordinator(&broker, ccfg, clock.clone());
+        replayed.sync_leadership().expect("load");
         assert!(
             replayed.fetch("a", None).is_empty(),
             "the tombstone is replayed"
@@ -1217,21 +1303,13 @@ mod tests {
             clock,
             ccfg,
         } = fixture(1, 1).await;
-        let coord = GroupCoordinator::new(ccfg, clock.clone());
+        let coord = new_coordinator(&broker, ccfg, clock.clone());
         // The offsets topic exists before the burst, as it does for any group that found its
         // coordinator: its creation (a metadata write) is not what this test measures.
-        coord.ensure_topic(&broker).await.expect("offsets topic");
+        coord.ensure_topic().await.expect("offsets topic");
         const N: i64 = 64;
-        let commits = (1..=N).map(|o| {
-            coord.commit(
-                &broker,
-                "g",
-                "",
-                None,
-                -1,
-                vec![("t".into(), 0, offset(o, 1_000))],
-            )
-        });
+        let commits = (1..=N)
+            .map(|o| coord.commit("g", "", None, -1, vec![("t".into(), 0, offset(o, 1_000))]));
         for r in futures::future::join_all(commits).await {
             assert!(r.expect("commit")[0].is_ok());
         }
@@ -1243,8 +1321,8 @@ mod tests {
             "{N} concurrent commits took {appends} appends (one fsync each)"
         );
         // The log order matches the in-memory order: a replay ends at the last commit.
-        let replayed = GroupCoordinator::new(ccfg, clock);
-        replayed.load(&broker).expect("load");
+        let replayed = new_coordinator(&broker, ccfg, clock);
+        replayed.sync_leadership().expect("load");
         assert_eq!(replayed.fetch("g", None)[0].1[0].1, Some(offset(N, 1_000)));
         broker.shutdown().await;
     }
@@ -1258,7 +1336,7 @@ mod tests {
             clock,
             ccfg,
         } = fixture(2, 2).await;
-        let coord = GroupCoordinator::new(ccfg, clock.clone());
+        let coord = new_coordinator(&broker, ccfg, clock.clone());
         let hb = HeartbeatRequest {
             member_id: "m1".into(),
             member_epoch: 0,
@@ -1268,7 +1346,7 @@ mod tests {
             ..Default::default()
         };
         let out = coord
-            .consumer_heartbeat(&broker, "g", hb.clone())
+            .consumer_heartbeat("g", hb.clone())
             .await
             .expect("join");
         assert_eq!(out.member_epoch, 1);
@@ -1286,7 +1364,7 @@ mod tests {
             protocols: vec![("range".into(), Bytes::new())],
             require_known_member_id: false,
         };
-        let refused = coord.join(&broker, "g", join.clone()).await;
+        let refused = coord.join("g", join.clone()).await;
         assert_eq!(
             refused.err().map(|e| e.0),
             Some(GroupError::InconsistentGroupProtocol)
@@ -1294,12 +1372,9 @@ mod tests {
 
         // OffsetCommit v9 carries the member epoch.
         let o = || vec![("t".to_string(), 0, offset(3, 1_000))];
-        let stale = coord.commit(&broker, "g", "m1", None, 7, o()).await;
+        let stale = coord.commit("g", "m1", None, 7, o()).await;
         assert_eq!(stale.err().map(|e| e.code()), Some(113));
-        let ok = coord
-            .commit(&broker, "g", "m1", None, 1, o())
-            .await
-            .expect("commit");
+        let ok = coord.commit("g", "m1", None, 1, o()).await.expect("commit");
         assert!(ok[0].is_ok());
         assert_eq!(
             coord.validate_fetch("g", Some("m1"), 0),
@@ -1312,8 +1387,8 @@ mod tests {
         );
 
         // Replay: the group comes back as an empty consumer group with its epoch and offsets.
-        let replayed = GroupCoordinator::new(ccfg, clock.clone());
-        replayed.load(&broker).expect("load");
+        let replayed = new_coordinator(&broker, ccfg, clock.clone());
+        replayed.sync_leadership().expect("load");
         let d = replayed.consumer_describe("g").expect("consumer group");
         assert_eq!((d.state, d.epoch), ("Empty", 1));
         assert_eq!(replayed.fetch("g", None)[0].1[0].1, Some(offset(3, 1_000)));
@@ -1323,11 +1398,8 @@ mod tests {
             member_epoch: -1,
             ..hb
         };
-        coord
-            .consumer_heartbeat(&broker, "g", leave)
-            .await
-            .expect("leave");
-        let joined = coord.join(&broker, "g", join).await.expect("classic join");
+        coord.consumer_heartbeat("g", leave).await.expect("leave");
+        let joined = coord.join("g", join).await.expect("classic join");
         assert!(!joined.member_id.is_empty());
         assert!(coord.consumer_describe("g").is_err());
         assert_eq!(coord.list(&[])[0].group_type, "classic");

@@ -14,7 +14,7 @@
 //! record stays and replay reads the whole log.
 //!
 //! Write order and commit point: the coordinator appends one batch (magic 2, uncompressed) through
-//! [`crate::partition::Partition::produce`] with acks=-1 and only then updates its in-memory state and
+//! [`crate::replica::Partition::produce`] with acks=-1 and only then updates its in-memory state and
 //! answers; a crash before the fsync loses the commit, which the client was never told succeeded. On
 //! start every partition is replayed before the listener accepts requests; an undecodable record
 //! stops the broker rather than silently dropping commits (the format is read strictly).

@@ -17,11 +17,11 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::fill_error;
-use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::services::Services;
 
 pub(super) async fn create_topics(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
@@ -41,7 +41,7 @@ pub(super) async fn create_topics(
             out.num_partitions = -1;
             out.replication_factor = -1;
             let checked = (|| {
-                if crate::broker::is_internal_topic(&name) {
+                if crate::topics::is_internal_topic(&name) {
                     return Err(BrokerError::InvalidTopic(format!(
                         "{name} is an internal topic; the broker creates it"
                     )));
@@ -92,6 +92,7 @@ pub(super) async fn create_topics(
             let result = match checked {
                 Ok((partitions, rf, sets, configs)) => {
                     broker
+                        .admin
                         .create_topic_with(&name, partitions, rf, sets, configs, req.validate_only)
                         .await
                 }
@@ -144,7 +145,7 @@ pub(super) async fn create_topics(
 }
 
 pub(super) async fn delete_topics(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics` by name or id.
@@ -172,12 +173,16 @@ pub(super) async fn delete_topics(
             out.topic_id = id;
             match resolved {
                 None => out.error_code = ResponseError::UnknownTopicId.code(),
-                Some(n) if crate::broker::is_internal_topic(&n) => {
+                Some(n) if crate::topics::is_internal_topic(&n) => {
                     let e =
                         BrokerError::InvalidTopic(format!("internal topic {n} cannot be deleted"));
                     fill_error(&e, &mut out.error_code, &mut out.error_message);
                 }
-                Some(n) => match broker.delete_topic(&n).await {
+                Some(n) => match broker
+                    .admin
+                    .delete_topic(&n, broker.replicas.tiered())
+                    .await
+                {
                     Ok(deleted_id) => out.topic_id = deleted_id,
                     Err(e) => {
                         fill_error(&e, &mut out.error_code, &mut out.error_message);
@@ -191,7 +196,7 @@ pub(super) async fn delete_topics(
 }
 
 pub(super) async fn create_partitions(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut resp = CreatePartitionsResponse::default();
@@ -205,6 +210,7 @@ pub(super) async fn create_partitions(
                 .collect()
         });
         let result = broker
+            .admin
             .create_partitions(&name, t.count, sets, req.validate_only)
             .await;
         if let Err(e) = result {

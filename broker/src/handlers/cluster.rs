@@ -19,14 +19,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::broker::Broker;
 use crate::cluster::{ClusterView, TopicView};
+use crate::services::Services;
 
 /// Kafka's marker for "authorized operations not requested".
 const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
 pub(super) async fn metadata(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
@@ -60,10 +60,11 @@ pub(super) async fn metadata(
                 out.push(match (found, by_name) {
                     (Some(t), _) => topic_entry(&broker.view(), &t),
                     (None, Some(name)) => {
-                        if let Err(e) = Broker::validate_topic_name(&name) {
+                        if let Err(e) = crate::topics::validate_topic_name(&name) {
                             error_entry(Some(name), Uuid::nil(), e.code())
                         } else if allow_auto_create {
                             let created = broker
+                                .admin
                                 .create_topic(&name, -1, -1, BTreeMap::new(), false)
                                 .await;
                             if let Err(e) = &created {
@@ -108,7 +109,7 @@ pub(super) async fn metadata(
         })
         .collect();
     resp.cluster_id = Some(StrBytes::from_string(view.cluster_id.clone()));
-    resp.controller_id = BrokerId(broker.reported_controller_id());
+    resp.controller_id = BrokerId(broker.cluster.reported_controller_id());
     resp
 }
 
@@ -125,7 +126,7 @@ fn topic_entry(view: &ClusterView, topic: &TopicView) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.name.clone())));
     t.topic_id = topic.id;
-    t.is_internal = crate::broker::is_internal_topic(&topic.name);
+    t.is_internal = crate::topics::is_internal_topic(&topic.name);
     t.topic_authorized_operations = OPS_NOT_REQUESTED;
     t.partitions = topic
         .states
@@ -158,7 +159,7 @@ fn topic_entry(view: &ClusterView, topic: &TopicView) -> MetadataResponseTopic {
 }
 
 pub(super) fn describe_cluster(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     _req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let view = broker.view();
@@ -175,7 +176,7 @@ pub(super) fn describe_cluster(
         })
         .collect();
     resp.cluster_id = StrBytes::from_string(view.cluster_id.clone());
-    resp.controller_id = BrokerId(broker.reported_controller_id());
+    resp.controller_id = BrokerId(broker.cluster.reported_controller_id());
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
     resp.endpoint_type = 1;
     resp
@@ -187,7 +188,7 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 /// DescribeQuorum: the metadata quorum's leader, its commit index (high watermark) and each voter's
 /// replicated log end, from the active controller's view.
 pub(super) async fn describe_quorum(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: DescribeQuorumRequest,
     version: i16,
 ) -> DescribeQuorumResponse {
@@ -261,7 +262,7 @@ pub(super) async fn describe_quorum(
 }
 
 pub(super) fn describe_log_dirs(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
@@ -270,7 +271,7 @@ pub(super) fn describe_log_dirs(
             .collect()
     });
     let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    let mut partitions = broker.logs.all();
+    let mut partitions = broker.replicas.all();
     partitions.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
     for p in partitions {
         if let Some(w) = &wanted {
@@ -288,8 +289,8 @@ pub(super) fn describe_log_dirs(
     }
     let mut dir = DescribeLogDirsResult::default();
     dir.log_dir = StrBytes::from_string(
-        std::fs::canonicalize(broker.logs.data_dir())
-            .unwrap_or_else(|_| broker.logs.data_dir().to_path_buf())
+        std::fs::canonicalize(broker.replicas.data_dir())
+            .unwrap_or_else(|_| broker.replicas.data_dir().to_path_buf())
             .display()
             .to_string(),
     );
@@ -302,7 +303,7 @@ pub(super) fn describe_log_dirs(
             t
         })
         .collect();
-    let (total, usable) = disk_space(broker.logs.data_dir());
+    let (total, usable) = disk_space(broker.replicas.data_dir());
     dir.total_bytes = total;
     dir.usable_bytes = usable;
     let mut resp = DescribeLogDirsResponse::default();

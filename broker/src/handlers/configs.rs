@@ -15,8 +15,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::fill_error;
-use crate::broker::Broker;
 use crate::error::BrokerError;
+use crate::services::Services;
 use crate::topic_config::{
     source, topic_def, topic_def_by_broker_name, BrokerLayers, DescribedConfig,
 };
@@ -28,7 +28,7 @@ const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
 /// Which broker config set a resource name addresses.
-fn broker_target(broker: &Broker, name: &str) -> Result<bool, BrokerError> {
+fn broker_target(broker: &Services, name: &str) -> Result<bool, BrokerError> {
     if name.is_empty() {
         Ok(false)
     } else if name == broker.node_id().to_string() {
@@ -42,7 +42,7 @@ fn broker_target(broker: &Broker, name: &str) -> Result<bool, BrokerError> {
 }
 
 pub(super) fn describe_configs(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -146,7 +146,7 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
 
 /// Applies a change to a topic's or the broker's config set.
 async fn apply(
-    broker: &Broker,
+    broker: &Services,
     resource_type: i8,
     name: &str,
     validate_only: bool,
@@ -155,12 +155,14 @@ async fn apply(
     match resource_type {
         TOPIC => {
             broker
+                .admin
                 .alter_topic_configs(name, change, validate_only)
                 .await
         }
         BROKER => {
             let per_broker = broker_target(broker, name)?;
             broker
+                .admin
                 .alter_broker_configs(per_broker, change, validate_only)
                 .await
         }
@@ -171,7 +173,7 @@ async fn apply(
 }
 
 pub(super) async fn alter_configs(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut resp = AlterConfigsResponse::default();
@@ -212,7 +214,7 @@ const APPEND: i8 = 2;
 const SUBTRACT: i8 = 3;
 
 pub(super) async fn incremental_alter_configs(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let layers = broker.layers();

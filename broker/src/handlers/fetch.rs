@@ -16,9 +16,9 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use tokio::sync::watch;
 
 use super::check_leader_epoch;
-use crate::broker::Broker;
 use crate::metrics::TopicLabel;
-use crate::partition::Partition;
+use crate::replica::Partition;
+use crate::services::Services;
 
 /// Upper bound on how long a fetch may park, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -34,7 +34,11 @@ struct Slot {
     missing_code: i16,
 }
 
-pub(super) async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+pub(super) async fn handle(
+    broker: &Arc<Services>,
+    req: FetchRequest,
+    version: i16,
+) -> FetchResponse {
     let deadline =
         Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let min_bytes = req.min_bytes.max(0) as usize;

@@ -9,12 +9,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::error_parts;
-use crate::broker::Broker;
 use crate::error::{BrokerError, GroupError};
 use crate::group::assignor::TopicPartitions;
 use crate::group::classic::JoinRequest;
 use crate::group::consumer::HeartbeatRequest as ConsumerHeartbeat;
 use crate::group::offsets::CommittedOffset;
+use crate::services::Services;
 
 /// Who sent a request (DescribeGroups shows it per member).
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ fn opt(v: &Option<StrBytes>) -> Option<String> {
 /// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition
 /// (created on first use); transactions are not available.
 pub async fn find_coordinator(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -100,7 +100,7 @@ pub async fn find_coordinator(
 
 /// The coordinator (node, host, port) of one FindCoordinator key.
 async fn coordinator_of(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     key_type: i8,
     key: &StrBytes,
 ) -> Result<(i32, String, i32), BrokerError> {
@@ -110,7 +110,7 @@ async fn coordinator_of(
     if key.is_empty() {
         return Err(GroupError::InvalidGroupId.into());
     }
-    let n = broker.groups.ensure_topic(broker).await.map_err(|e| {
+    let n = broker.groups.ensure_topic().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot create the offsets topic");
         BrokerError::from(GroupError::CoordinatorNotAvailable)
     })?;
@@ -127,7 +127,7 @@ async fn coordinator_of(
 
 /// JoinGroup.
 pub async fn join_group(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: JoinGroupRequest,
     version: i16,
     client: &Client,
@@ -152,8 +152,8 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
     };
     let mut resp = JoinGroupResponse::default();
-    let joined = match broker.groups.owns(broker, &r.group_id) {
-        Ok(()) => broker.groups.join(broker, &r.group_id, req).await,
+    let joined = match broker.groups.owns(&r.group_id) {
+        Ok(()) => broker.groups.join(&r.group_id, req).await,
         Err(e) => Err((e, req.member_id)),
     };
     match joined {
@@ -198,7 +198,7 @@ pub async fn join_group(
 
 /// SyncGroup.
 pub async fn sync_group(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: SyncGroupRequest,
     version: i16,
 ) -> SyncGroupResponse {
@@ -209,12 +209,11 @@ pub async fn sync_group(
         .collect();
     let iid = opt(&r.group_instance_id);
     let mut resp = SyncGroupResponse::default();
-    let synced = match broker.groups.owns(broker, &r.group_id) {
+    let synced = match broker.groups.owns(&r.group_id) {
         Ok(()) => {
             broker
                 .groups
                 .sync(
-                    broker,
                     &r.group_id,
                     &r.member_id,
                     iid.as_deref(),
@@ -239,10 +238,10 @@ pub async fn sync_group(
 }
 
 /// Heartbeat.
-pub fn heartbeat(broker: &Arc<Broker>, r: HeartbeatRequest) -> HeartbeatResponse {
+pub fn heartbeat(broker: &Arc<Services>, r: HeartbeatRequest) -> HeartbeatResponse {
     let iid = opt(&r.group_instance_id);
     let mut resp = HeartbeatResponse::default();
-    if let Err(e) = broker.groups.owns(broker, &r.group_id).and_then(|()| {
+    if let Err(e) = broker.groups.owns(&r.group_id).and_then(|()| {
         broker
             .groups
             .heartbeat(&r.group_id, &r.member_id, iid.as_deref(), r.generation_id)
@@ -254,7 +253,7 @@ pub fn heartbeat(broker: &Arc<Broker>, r: HeartbeatRequest) -> HeartbeatResponse
 
 /// LeaveGroup (one member before v3, a batch from v3).
 pub async fn leave_group(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
@@ -267,8 +266,8 @@ pub async fn leave_group(
         vec![(r.member_id.to_string(), None)]
     };
     let mut resp = LeaveGroupResponse::default();
-    let left = match broker.groups.owns(broker, &r.group_id) {
-        Ok(()) => broker.groups.leave(broker, &r.group_id, &members).await,
+    let left = match broker.groups.owns(&r.group_id) {
+        Ok(()) => broker.groups.leave(&r.group_id, &members).await,
         Err(e) => Err(e),
     };
     match left {
@@ -296,11 +295,11 @@ pub async fn leave_group(
 
 /// OffsetCommit.
 pub async fn offset_commit(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: OffsetCommitRequest,
     version: i16,
 ) -> OffsetCommitResponse {
-    let now = crate::partition::now_ms();
+    let now = crate::replica::now_ms();
     let mut entries = Vec::new();
     for t in &r.topics {
         for p in &t.partitions {
@@ -325,12 +324,11 @@ pub async fn offset_commit(
     } else {
         None
     };
-    let result = match broker.groups.owns(broker, &r.group_id) {
+    let result = match broker.groups.owns(&r.group_id) {
         Ok(()) => {
             broker
                 .groups
                 .commit(
-                    broker,
                     &r.group_id,
                     &r.member_id,
                     iid.as_deref(),
@@ -375,7 +373,7 @@ pub async fn offset_commit(
 }
 
 fn fetched(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> crate::group::coordinator::FetchedOffsets {
@@ -384,7 +382,7 @@ fn fetched(
 
 /// OffsetFetch (one group before v8, a batch of groups from v8).
 pub fn offset_fetch(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
@@ -401,7 +399,7 @@ pub fn offset_fetch(
                 });
                 let mut rg = offset_fetch_response::OffsetFetchResponseGroup::default();
                 rg.group_id = g.group_id.clone();
-                if let Err(e) = broker.groups.owns(broker, &g.group_id) {
+                if let Err(e) = broker.groups.owns(&g.group_id) {
                     rg.error_code = code(e);
                     return rg;
                 }
@@ -446,7 +444,7 @@ pub fn offset_fetch(
             .collect();
         return resp;
     }
-    if let Err(e) = broker.groups.owns(broker, &r.group_id) {
+    if let Err(e) = broker.groups.owns(&r.group_id) {
         if version >= 2 {
             resp.error_code = code(e);
             return resp;
@@ -487,7 +485,11 @@ pub fn offset_fetch(
 }
 
 /// ListGroups (state filter from v4).
-pub fn list_groups(broker: &Arc<Broker>, r: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+pub fn list_groups(
+    broker: &Arc<Services>,
+    r: ListGroupsRequest,
+    version: i16,
+) -> ListGroupsResponse {
     let states: Vec<String> = if version >= 4 {
         r.states_filter.iter().map(|x| x.to_string()).collect()
     } else {
@@ -522,7 +524,7 @@ pub fn list_groups(broker: &Arc<Broker>, r: ListGroupsRequest, version: i16) -> 
 
 /// DescribeGroups.
 pub fn describe_groups(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
@@ -533,7 +535,7 @@ pub fn describe_groups(
         .map(|id| {
             let mut g = describe_groups_response::DescribedGroup::default();
             g.group_id = id.clone();
-            if let Err(e) = broker.groups.owns(broker, id) {
+            if let Err(e) = broker.groups.owns(id) {
                 g.error_code = code(e);
                 return g;
             }
@@ -564,14 +566,14 @@ pub fn describe_groups(
 }
 
 /// DeleteGroups.
-pub async fn delete_groups(broker: &Arc<Broker>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete_groups(broker: &Arc<Services>, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut resp = DeleteGroupsResponse::default();
     for id in &r.groups_names {
         let mut d = delete_groups_response::DeletableGroupResult::default();
         d.group_id = id.clone();
-        if let Err(e) = broker.groups.owns(broker, id) {
+        if let Err(e) = broker.groups.owns(id) {
             d.error_code = code(e);
-        } else if let Err(e) = broker.groups.delete_group(broker, id).await {
+        } else if let Err(e) = broker.groups.delete_group(id).await {
             d.error_code = e.code();
         }
         resp.results.push(d);
@@ -580,7 +582,7 @@ pub async fn delete_groups(broker: &Arc<Broker>, r: DeleteGroupsRequest) -> Dele
 }
 
 /// OffsetDelete.
-pub async fn offset_delete(broker: &Arc<Broker>, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn offset_delete(broker: &Arc<Services>, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let topics: Vec<(String, Vec<i32>)> = r
         .topics
         .iter()
@@ -592,13 +594,8 @@ pub async fn offset_delete(broker: &Arc<Broker>, r: OffsetDeleteRequest) -> Offs
         })
         .collect();
     let mut resp = OffsetDeleteResponse::default();
-    let deleted = match broker.groups.owns(broker, &r.group_id) {
-        Ok(()) => {
-            broker
-                .groups
-                .delete_offsets(broker, &r.group_id, topics)
-                .await
-        }
+    let deleted = match broker.groups.owns(&r.group_id) {
+        Ok(()) => broker.groups.delete_offsets(&r.group_id, topics).await,
         Err(e) => Err(BrokerError::from(e)),
     };
     match deleted {
@@ -628,7 +625,7 @@ pub async fn offset_delete(broker: &Arc<Broker>, r: OffsetDeleteRequest) -> Offs
 }
 
 fn topic_partitions_by_name(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     tps: &[consumer_group_heartbeat_request::TopicPartitions],
 ) -> TopicPartitions {
     tps.iter()
@@ -641,7 +638,7 @@ fn topic_partitions_by_name(
 
 /// ConsumerGroupHeartbeat (KIP-848): topic ids <-> names, then [`crate::group::GroupCoordinator`].
 pub async fn consumer_group_heartbeat(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: ConsumerGroupHeartbeatRequest,
     client: &Client,
 ) -> ConsumerGroupHeartbeatResponse {
@@ -664,13 +661,8 @@ pub async fn consumer_group_heartbeat(
         client_host: client.host.clone(),
     };
     let mut resp = ConsumerGroupHeartbeatResponse::default();
-    let beat = match broker.groups.owns(broker, &r.group_id) {
-        Ok(()) => {
-            broker
-                .groups
-                .consumer_heartbeat(broker, &r.group_id, req)
-                .await
-        }
+    let beat = match broker.groups.owns(&r.group_id) {
+        Ok(()) => broker.groups.consumer_heartbeat(&r.group_id, req).await,
         Err(e) => Err(e),
     };
     match beat {
@@ -702,7 +694,7 @@ pub async fn consumer_group_heartbeat(
 }
 
 fn describe_assignment(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     a: &TopicPartitions,
 ) -> consumer_group_describe_response::Assignment {
     let mut out = consumer_group_describe_response::Assignment::default();
@@ -722,7 +714,7 @@ fn describe_assignment(
 
 /// ConsumerGroupDescribe (KIP-848).
 pub fn consumer_group_describe(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     r: ConsumerGroupDescribeRequest,
     version: i16,
 ) -> ConsumerGroupDescribeResponse {
@@ -736,7 +728,7 @@ pub fn consumer_group_describe(
             g.authorized_operations = i32::MIN;
             match broker
                 .groups
-                .owns(broker, id)
+                .owns(id)
                 .and_then(|()| broker.groups.consumer_describe(id))
             {
                 Ok(d) => {

@@ -18,14 +18,14 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::Instrument;
 
 use crate::api_versions;
-use crate::broker::Broker;
 use crate::codec::{self, DecodedRequest, FrameError};
 use crate::error::BrokerError;
 use crate::metrics::ApiLabel;
+use crate::services::Services;
 
 /// Handles one decoded request; `Ok(None)` means no response is sent (acks=0 produce).
 pub async fn handle(
-    broker: Arc<Broker>,
+    broker: Arc<Services>,
     req: DecodedRequest,
     peer: std::net::SocketAddr,
 ) -> Result<Option<Bytes>, FrameError> {
@@ -67,7 +67,7 @@ pub async fn handle(
 }
 
 async fn dispatch(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     api: kafka_protocol::messages::ApiKey,
     version: i16,
     body: RequestKind,

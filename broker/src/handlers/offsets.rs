@@ -18,8 +18,8 @@ use kafka_protocol::messages::{
 };
 
 use super::check_leader_epoch;
-use crate::broker::Broker;
-use crate::partition::Partition;
+use crate::replica::Partition;
+use crate::services::Services;
 
 /// ListOffsets special timestamps.
 const LATEST: i64 = -1;
@@ -29,7 +29,7 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 pub(super) async fn list_offsets(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
@@ -94,7 +94,7 @@ async fn lookup(part: &Partition, timestamp: i64, r: &mut ListOffsetsPartitionRe
 }
 
 pub(super) fn offset_for_leader_epoch(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let mut resp = OffsetForLeaderEpochResponse::default();
@@ -138,7 +138,7 @@ pub(super) fn offset_for_leader_epoch(
 }
 
 pub(super) async fn delete_records(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let mut resp = DeleteRecordsResponse::default();

@@ -18,9 +18,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::metrics::TopicLabel;
+use crate::services::Services;
 
 /// What to do after a Produce.
 pub(super) enum ProduceReply {
@@ -35,7 +35,7 @@ pub(super) enum ProduceReply {
 
 /// Handles Produce.
 pub(super) async fn handle(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: ProduceRequest,
     version: i16,
 ) -> ProduceReply {
@@ -112,7 +112,7 @@ pub(super) async fn handle(
 
 #[allow(clippy::too_many_arguments)]
 async fn produce_partition(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     topic: &str,
     index: i32,
     records: Option<bytes::Bytes>,
@@ -120,7 +120,7 @@ async fn produce_partition(
     timeout: Duration,
     transactional: bool,
     max_request: usize,
-) -> Result<crate::partition::ProduceResult, BrokerError> {
+) -> Result<crate::replica::ProduceResult, BrokerError> {
     if !matches!(acks, -1..=1) {
         return Err(BrokerError::InvalidRequest(format!(
             "acks={acks} is not -1, 0 or 1"
@@ -129,7 +129,7 @@ async fn produce_partition(
     if transactional {
         return Err(BrokerError::Unsupported("transactional produce".into()));
     }
-    if crate::broker::is_internal_topic(topic) {
+    if crate::topics::is_internal_topic(topic) {
         return Err(BrokerError::InvalidTopic(format!(
             "cannot append to internal topic {topic}"
         )));
@@ -166,7 +166,7 @@ async fn produce_partition(
 
 /// InitProducerId for idempotent producers (transactions come with their own issue).
 pub(super) async fn init_producer_id(
-    broker: &Arc<Broker>,
+    broker: &Arc<Services>,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let mut resp = InitProducerIdResponse::default();
@@ -182,7 +182,7 @@ pub(super) async fn init_producer_id(
     }
     // Like Kafka, a producer without a transactional id always gets a fresh id with epoch 0, even when it
     // asks to bump the epoch of its old one (KIP-360).
-    match broker.next_producer_id().await {
+    match broker.admin.next_producer_id().await {
         Ok(id) => {
             resp.producer_id = ProducerId(id);
             resp.producer_epoch = 0;

@@ -1,11 +1,18 @@
-//! Owns every partition hosted by this broker: opening logs at start, creating and deleting them, the
-//! per-partition flusher tasks, and the retention loop.
+//! The replica manager: owns every partition replica this broker hosts, keyed by (topic id,
+//! partition). The reconciler (`cluster::reconcile`) feeds it explicit [`Transition`]s computed from
+//! metadata deltas; it opens and removes logs, runs the per-partition flushers and the retention
+//! loop, and publishes leadership changes: subscribers (the group coordinator, the offload task)
+//! watch [`ReplicaManager::subscribe_leadership`] and re-read [`ReplicaManager::led`] when it moves.
 //!
 //! Directory layout: `<data-dir>/<topic>-<partition>/` holds one partition's segments plus
-//! `partition.json` (topic name, topic id, partition). Deleting a topic first removes it from the metadata
-//! store (the commit point), then renames each partition directory to `<name>.<uuid>-delete` and removes it
-//! in the background. At start, `*-delete` directories and partition directories whose topic id is not in
-//! the metadata store are removed, so a crash at any point of a deletion is finished by the next start.
+//! `partition.json` (topic name, topic id, partition). Removing a replica (its topic was deleted,
+//! or it moved to other brokers) first drops it from the map (the in-memory commit point: no
+//! request finds it any more), then renames the directory to `<name>.<uuid>-delete` and removes it
+//! in the background. At start, `*-delete` directories and partition directories whose topic id is
+//! not in the metadata are removed, so a crash at any point of a removal is finished by the next
+//! start.
+
+pub mod partition;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,19 +21,72 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tiering::remote::RemotePartition;
+use tiering::remote::{RemoteContext, RemotePartition};
 use tiering::SegmentLog;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::disk_guard::DiskGuard;
 use crate::error::BrokerError;
-use crate::offload::RemoteTier;
-use crate::partition::{now_ms, Partition};
 use crate::topic_config::TopicSettings;
 
+pub use partition::{now_ms, Partition, ProduceResult};
+
 const PARTITION_META: &str = "partition.json";
+
+/// Identifies a partition across renames and re-creations of its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    /// Topic id.
+    pub topic_id: Uuid,
+    /// Partition index.
+    pub partition: i32,
+}
+
+/// A change the reconciler asks of the replica manager.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// Host a replica of this partition (open or create its log).
+    Open {
+        /// The partition.
+        key: PartitionKey,
+        /// Its topic's name (the directory is named after it).
+        topic: String,
+        /// Topic settings in effect.
+        settings: TopicSettings,
+    },
+    /// This broker leads the partition from `epoch` on.
+    BecomeLeader {
+        /// The partition.
+        key: PartitionKey,
+        /// Leader epoch.
+        epoch: i32,
+    },
+    /// Another broker (or none, `leader == -1`) leads the partition from `epoch` on.
+    BecomeFollower {
+        /// The partition.
+        key: PartitionKey,
+        /// Leader epoch.
+        epoch: i32,
+        /// The leader, or -1.
+        leader: i32,
+    },
+    /// The topic's settings changed.
+    Reconfigure {
+        /// The partition.
+        key: PartitionKey,
+        /// New settings.
+        settings: TopicSettings,
+    },
+    /// Stop hosting the replica and delete its local data (its topic was deleted, or it moved to
+    /// other brokers).
+    Remove {
+        /// The partition.
+        key: PartitionKey,
+    },
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct PartitionMeta {
@@ -36,27 +96,34 @@ struct PartitionMeta {
     partition: i32,
 }
 
-/// The partitions of this broker.
-pub struct LogManager {
+#[derive(Default)]
+struct Hosted {
+    by_key: HashMap<PartitionKey, Arc<Partition>>,
+    by_name: HashMap<(String, i32), PartitionKey>,
+}
+
+/// The partition replicas of this broker.
+pub struct ReplicaManager {
     data_dir: PathBuf,
-    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    hosted: RwLock<Hosted>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    remote: Option<Arc<RemoteTier>>,
+    remote: Option<Arc<RemoteContext>>,
     /// Remote tiers loaded at start, attached when their partition opens.
     loaded_remote: Mutex<HashMap<(Uuid, i32), Arc<RemotePartition>>>,
     disk: Arc<DiskGuard>,
+    leadership: watch::Sender<u64>,
 }
 
-impl std::fmt::Debug for LogManager {
+impl std::fmt::Debug for ReplicaManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogManager")
+        f.debug_struct("ReplicaManager")
             .field("data_dir", &self.data_dir)
             .finish()
     }
 }
 
-impl LogManager {
+impl ReplicaManager {
     /// A manager for `data_dir` without tiered storage or disk limits.
     pub fn new(data_dir: &Path) -> Self {
         Self::with_tiers(
@@ -67,27 +134,33 @@ impl LogManager {
         )
     }
 
-    /// A manager for `data_dir` that offloads tiered partitions to `remote` (with the remote tiers
-    /// already loaded at start) and refuses produce past the `disk` limits.
+    /// A manager for `data_dir` whose tiered partitions get a remote tier in `remote` (with the
+    /// remote tiers already loaded at start) and that refuses produce past the `disk` limits.
     pub fn with_tiers(
         data_dir: &Path,
-        remote: Option<Arc<RemoteTier>>,
+        remote: Option<Arc<RemoteContext>>,
         loaded_remote: HashMap<(Uuid, i32), Arc<RemotePartition>>,
         disk: Arc<DiskGuard>,
     ) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),
-            partitions: RwLock::new(HashMap::new()),
+            hosted: RwLock::new(Hosted::default()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             remote,
             loaded_remote: Mutex::new(loaded_remote),
             disk,
+            leadership: watch::Sender::new(0),
         }
     }
 
-    /// The remote tier, if tiered storage is on.
-    pub fn remote_tier(&self) -> Option<&Arc<RemoteTier>> {
+    /// Whether tiered storage is on.
+    pub fn tiered(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// The shared remote tier context, if tiered storage is on.
+    pub fn remote_context(&self) -> Option<&Arc<RemoteContext>> {
         self.remote.as_ref()
     }
 
@@ -110,7 +183,7 @@ impl LogManager {
         &self.data_dir
     }
 
-    /// Removes leftovers of interrupted deletions and of topics no longer known (`known` maps topic
+    /// Removes leftovers of interrupted removals and of topics no longer known (`known` maps topic
     /// name to id).
     pub fn clean_orphans(&self, known: &HashMap<String, Uuid>) -> Result<(), BrokerError> {
         let entries = std::fs::read_dir(&self.data_dir).map_err(|e| {
@@ -144,18 +217,66 @@ impl LogManager {
         self.data_dir.join(format!("{topic}-{index}"))
     }
 
+    /// Applies the reconciler's transitions in order. Blocking (opens logs): run it on the
+    /// blocking pool. Every transition is attempted; the first error is returned.
+    pub fn apply(&self, transitions: Vec<Transition>) -> Result<(), BrokerError> {
+        let mut first_error = None;
+        let mut leadership_moved = false;
+        for t in transitions {
+            let result = match t {
+                Transition::Open {
+                    key,
+                    topic,
+                    settings,
+                } => self.open(key, &topic, settings).map(|_| ()),
+                Transition::BecomeLeader { key, epoch } => {
+                    if let Some(p) = self.get(key) {
+                        leadership_moved |= p.become_leader(epoch);
+                    }
+                    Ok(())
+                }
+                Transition::BecomeFollower { key, epoch, leader } => {
+                    if let Some(p) = self.get(key) {
+                        leadership_moved |= p.become_follower(epoch, leader);
+                    }
+                    Ok(())
+                }
+                Transition::Reconfigure { key, settings } => {
+                    if let Some(p) = self.get(key) {
+                        p.set_settings(settings);
+                    }
+                    Ok(())
+                }
+                Transition::Remove { key } => {
+                    leadership_moved |= self.remove(key);
+                    Ok(())
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cannot apply a metadata change to a replica");
+                first_error.get_or_insert(e);
+            }
+        }
+        if leadership_moved {
+            self.leadership.send_modify(|g| *g += 1);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Opens (creating if needed) a partition's log and starts its flusher.
-    pub fn open_partition(
+    fn open(
         &self,
+        key: PartitionKey,
         topic: &str,
-        topic_id: Uuid,
-        index: i32,
         settings: TopicSettings,
-        leader_epoch: i32,
     ) -> Result<Arc<Partition>, BrokerError> {
-        if let Some(p) = self.get(topic, index) {
+        if let Some(p) = self.get(key) {
             return Ok(p);
         }
+        let index = key.partition;
         let dir = self.partition_dir(topic, index);
         let label = format!("{topic}-{index}");
         let log = SegmentLog::open(&dir, settings.log.clone())
@@ -165,84 +286,111 @@ impl LogManager {
             &PartitionMeta {
                 version: 1,
                 topic: topic.to_string(),
-                topic_id,
+                topic_id: key.topic_id,
                 partition: index,
             },
         )?;
         let tiered = settings.remote_storage;
         let partition = Partition::new(
             topic.to_string(),
-            topic_id,
+            key.topic_id,
             index,
             Box::new(log),
             settings,
             self.disk.clone(),
-            leader_epoch,
+            self.cancel.child_token(),
         );
-        if let (true, Some(tier)) = (tiered, &self.remote) {
+        if let (true, Some(ctx)) = (tiered, &self.remote) {
             let remote = self
                 .loaded_remote
                 .lock()
-                .remove(&(topic_id, index))
-                .unwrap_or_else(|| tier.new_partition(topic_id, index, partition.leader_epoch()));
+                .remove(&(key.topic_id, index))
+                .unwrap_or_else(|| {
+                    Arc::new(RemotePartition::new_empty(
+                        ctx.clone(),
+                        key.topic_id,
+                        index,
+                        partition.leader_epoch(),
+                    ))
+                });
             partition.attach_remote(remote);
         }
-        self.tasks
-            .spawn(partition.clone().run_flusher(self.cancel.child_token()));
-        self.partitions
-            .write()
-            .insert((topic.to_string(), index), partition.clone());
+        self.tasks.spawn(partition.clone().run_flusher());
+        let mut hosted = self.hosted.write();
+        hosted.by_name.insert((topic.to_string(), index), key);
+        hosted.by_key.insert(key, partition.clone());
         Ok(partition)
     }
 
-    /// A hosted partition.
-    pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.partitions
-            .read()
-            .get(&(topic.to_string(), index))
-            .cloned()
-    }
-
-    /// Every hosted partition.
-    pub fn all(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().values().cloned().collect()
-    }
-
-    /// Every hosted partition of `topic`.
-    pub fn of_topic(&self, topic: &str) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .values()
-            .filter(|p| p.topic == topic)
-            .cloned()
-            .collect()
-    }
-
-    /// Stops serving `topic` and removes its data in the background.
-    pub fn delete_topic(&self, topic: &str) {
-        let removed: Vec<Arc<Partition>> = {
-            let mut map = self.partitions.write();
-            let keys: Vec<_> = map.keys().filter(|(t, _)| t == topic).cloned().collect();
-            keys.iter().filter_map(|k| map.remove(k)).collect()
-        };
-        for p in removed {
-            let dir = self.partition_dir(&p.topic, p.index);
-            let doomed = self.data_dir.join(format!(
-                "{}-{}.{}-delete",
-                p.topic,
-                p.index,
-                Uuid::new_v4().simple()
-            ));
-            if let Err(e) = std::fs::rename(&dir, &doomed) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot rename partition for deletion");
-                continue;
+    /// Stops serving a replica and removes its data in the background. Returns whether it led.
+    fn remove(&self, key: PartitionKey) -> bool {
+        let removed = {
+            let mut hosted = self.hosted.write();
+            let p = hosted.by_key.remove(&key);
+            if let Some(p) = &p {
+                hosted.by_name.remove(&(p.topic.clone(), p.index));
             }
-            self.tasks.spawn_blocking(move || {
-                if let Err(e) = std::fs::remove_dir_all(&doomed) {
-                    tracing::warn!(dir = %doomed.display(), error = %e, "cannot remove deleted partition");
-                }
-            });
+            p
+        };
+        let Some(p) = removed else {
+            return false;
+        };
+        let led = p.is_leader();
+        p.stop();
+        let dir = self.partition_dir(&p.topic, p.index);
+        let doomed = self.data_dir.join(format!(
+            "{}-{}.{}-delete",
+            p.topic,
+            p.index,
+            Uuid::new_v4().simple()
+        ));
+        tracing::info!(partition = %p.label(), "removing local replica");
+        if let Err(e) = std::fs::rename(&dir, &doomed) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot rename partition for deletion");
+            return led;
         }
+        self.tasks.spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&doomed) {
+                tracing::warn!(dir = %doomed.display(), error = %e, "cannot remove deleted partition");
+            }
+        });
+        led
+    }
+
+    /// A hosted replica.
+    pub fn get(&self, key: PartitionKey) -> Option<Arc<Partition>> {
+        self.hosted.read().by_key.get(&key).cloned()
+    }
+
+    /// A hosted replica by topic name.
+    pub fn get_by_name(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let hosted = self.hosted.read();
+        let key = hosted.by_name.get(&(topic.to_string(), index))?;
+        hosted.by_key.get(key).cloned()
+    }
+
+    /// Every hosted replica.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.hosted.read().by_key.values().cloned().collect()
+    }
+
+    /// The hosted replicas of `topic` this broker leads, as (partition, leader epoch).
+    pub fn led(&self, topic: &str) -> Vec<(i32, i32)> {
+        let mut out: Vec<(i32, i32)> = self
+            .hosted
+            .read()
+            .by_key
+            .values()
+            .filter(|p| p.topic == topic && p.is_leader())
+            .map(|p| (p.index, p.leader_epoch()))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// A receiver that changes whenever this broker gains or loses the leadership of a replica.
+    pub fn subscribe_leadership(&self) -> watch::Receiver<u64> {
+        self.leadership.subscribe()
     }
 
     /// Runs `pass` every `interval` until shutdown.
@@ -268,8 +416,9 @@ impl LogManager {
 
     /// Re-measures local disk use for the disk limit every `interval` until shutdown.
     pub fn spawn_disk_refresh(self: &Arc<Self>, interval: Duration) {
-        self.spawn_periodic(interval, |logs| async move {
-            if let Err(e) = tokio::task::spawn_blocking(move || logs.refresh_disk_usage()).await {
+        self.spawn_periodic(interval, |replicas| async move {
+            if let Err(e) = tokio::task::spawn_blocking(move || replicas.refresh_disk_usage()).await
+            {
                 tracing::warn!(error = %e, "disk usage refresh failed");
             }
         });
@@ -277,9 +426,9 @@ impl LogManager {
 
     /// Runs retention on every partition every `interval` until shutdown.
     pub fn spawn_retention(self: &Arc<Self>, interval: Duration) {
-        self.spawn_periodic(interval, |logs| async move {
+        self.spawn_periodic(interval, |replicas| async move {
             let now = now_ms();
-            for p in logs.all() {
+            for p in replicas.all() {
                 let p2 = p.clone();
                 match tokio::task::spawn_blocking(move || p2.apply_retention(now)).await {
                     Ok(Ok(_)) => {}

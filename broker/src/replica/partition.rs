@@ -51,6 +51,14 @@ struct Durable {
     failed: bool,
 }
 
+/// Leadership of one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Role {
+    leader: bool,
+    epoch: i32,
+    leader_id: i32,
+}
+
 /// A partition hosted by this broker.
 pub struct Partition {
     /// Topic name.
@@ -59,8 +67,11 @@ pub struct Partition {
     pub topic_id: Uuid,
     /// Partition index.
     pub index: i32,
-    /// Leader epoch from the cluster metadata; stamped on appended batches.
-    leader_epoch: std::sync::atomic::AtomicI32,
+    /// This replica's role: whether it leads, the leader epoch (stamped on appended batches) and
+    /// the leader's id.
+    role: RwLock<Role>,
+    /// Fires when the replica stops (removed, or the broker shuts down).
+    cancel: CancellationToken,
     label: String,
     log: RwLock<Box<dyn PartitionLog + Sync>>,
     settings: RwLock<TopicSettings>,
@@ -86,16 +97,59 @@ impl std::fmt::Debug for Partition {
 impl Partition {
     /// The current leader epoch.
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch.load(std::sync::atomic::Ordering::Acquire)
+        self.role.read().epoch
     }
 
-    /// Takes the leader epoch the cluster metadata assigns (it only grows).
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch
-            .fetch_max(epoch, std::sync::atomic::Ordering::AcqRel);
+    /// Whether this replica leads the partition.
+    pub fn is_leader(&self) -> bool {
+        self.role.read().leader
     }
 
-    /// Wraps an opened log.
+    /// The leader's broker id as this replica knows it (-1: none).
+    pub fn leader_id(&self) -> i32 {
+        self.role.read().leader_id
+    }
+
+    /// This replica leads from `epoch` on (an older epoch is ignored). Returns whether it did not
+    /// lead before.
+    pub(crate) fn become_leader(&self, epoch: i32) -> bool {
+        let mut role = self.role.write();
+        if epoch < role.epoch {
+            return false;
+        }
+        let was = role.leader;
+        role.leader = true;
+        role.epoch = epoch;
+        !was
+    }
+
+    /// Another broker (`leader`, or -1 for none) leads from `epoch` on (an older epoch is
+    /// ignored). Returns whether this replica led before.
+    pub(crate) fn become_follower(&self, epoch: i32, leader: i32) -> bool {
+        let mut role = self.role.write();
+        if epoch < role.epoch {
+            return false;
+        }
+        let was = role.leader;
+        *role = Role {
+            leader: false,
+            epoch,
+            leader_id: leader,
+        };
+        was
+    }
+
+    /// Stops the replica's tasks (its flusher syncs once more and exits).
+    pub(crate) fn stop(&self) {
+        {
+            let mut role = self.role.write();
+            role.leader = false;
+        }
+        self.cancel.cancel();
+    }
+
+    /// Wraps an opened log; the replica starts as a follower of nobody at epoch 0 until a
+    /// transition says otherwise. `cancel` stops its tasks.
     pub fn new(
         topic: String,
         topic_id: Uuid,
@@ -103,7 +157,7 @@ impl Partition {
         log: Box<dyn PartitionLog + Sync>,
         settings: TopicSettings,
         disk: Arc<DiskGuard>,
-        leader_epoch: i32,
+        cancel: CancellationToken,
     ) -> Arc<Self> {
         let end = log.log_end_offset();
         // What recovery found may still be only in the page cache (after a process crash): make it
@@ -116,7 +170,12 @@ impl Partition {
             topic,
             topic_id,
             index,
-            leader_epoch: std::sync::atomic::AtomicI32::new(leader_epoch),
+            role: RwLock::new(Role {
+                leader: false,
+                epoch: 0,
+                leader_id: -1,
+            }),
+            cancel,
             log: RwLock::new(log),
             settings: RwLock::new(settings),
             end_tx: watch::channel(end).0,
@@ -359,7 +418,8 @@ impl Partition {
     }
 
     /// Runs the group-commit flusher until `cancel` fires, then fsyncs one last time.
-    pub async fn run_flusher(self: Arc<Self>, cancel: CancellationToken) {
+    pub async fn run_flusher(self: Arc<Self>) {
+        let cancel = self.cancel.clone();
         loop {
             let interval = self
                 .settings
@@ -745,7 +805,7 @@ mod tests {
             Box::new(MemoryLog::new(LogConfig::default())),
             settings,
             Arc::new(DiskGuard::unlimited()),
-            0,
+            CancellationToken::new(),
         )
     }
 
@@ -773,8 +833,7 @@ mod tests {
     #[tokio::test]
     async fn acks_all_returns_after_the_group_commit() {
         let p = partition(&[]);
-        let cancel = CancellationToken::new();
-        let flusher = tokio::spawn(p.clone().run_flusher(cancel.clone()));
+        let flusher = tokio::spawn(p.clone().run_flusher());
         let r = p.produce(&batch(4), -1).await.expect("acks=all");
         assert_eq!(r.last_offset, 3);
         assert_eq!(
@@ -782,7 +841,7 @@ mod tests {
             4,
             "acknowledged means durable and visible"
         );
-        cancel.cancel();
+        p.stop();
         flusher.await.expect("flusher");
     }
 }

@@ -1,0 +1,446 @@
+//! The services a running broker is made of, wired together at start: the metadata link (view and
+//! writes), the replica manager, the admin service, the group coordinator and the remote tier. Each
+//! service holds only the narrow handles it needs; [`Services`] is the bundle the request handlers
+//! (the top layer) are given, and nothing below the handlers ever sees it.
+//!
+//! Start-up order ([`Services::join`]): register with the metadata quorum; initialize the cluster
+//! if it is new (importing a single-node `metadata.json` or the object store's metadata copy);
+//! load the remote manifests of the tiered partitions this broker hosts; open every assigned
+//! replica; publish the view; load consumer groups; start the background tasks (reconciler,
+//! heartbeats, retention, disk usage, offload, group timers).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiering::remote::RemotePartition;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::admin::TopicAdmin;
+use crate::cluster::{ClusterLink, ClusterView, TopicView};
+use crate::config::{BrokerConfig, RuntimeConfig};
+use crate::disk_guard::DiskGuard;
+use crate::error::BrokerError;
+use crate::group::consumer::ConsumerConfig;
+use crate::group::{CoordinatorConfig, GroupCoordinator, SystemClock};
+use crate::metadata_store::MetadataStore;
+use crate::metrics::{Metrics, PartitionSample, RemoteSample, Scrape};
+use crate::offload::RemoteTier;
+use crate::replica::{Partition, ReplicaManager};
+
+/// What the request handlers are given.
+pub struct Services {
+    /// Validated configuration.
+    pub config: RuntimeConfig,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The metadata quorum: writes, and the metadata view handlers read.
+    pub cluster: Arc<ClusterLink>,
+    /// Hosted partition replicas.
+    pub replicas: Arc<ReplicaManager>,
+    /// Topic and config administration.
+    pub admin: Arc<TopicAdmin>,
+    /// The group coordinator (consumer groups and committed offsets).
+    pub groups: Arc<GroupCoordinator>,
+    /// The remote tier, when tiered storage is on.
+    pub remote: Option<Arc<RemoteTier>>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("node_id", &self.node_id())
+            .finish()
+    }
+}
+
+impl Services {
+    /// Starts a broker without tiered storage: its embedded controller, registration, and every
+    /// replica it hosts (tests; the binary goes through `Server::start`).
+    pub async fn open(config: RuntimeConfig) -> Result<Arc<Self>, BrokerError> {
+        let cluster = ClusterLink::start(&config).await?;
+        Self::join(config, cluster, None, &CancellationToken::new()).await
+    }
+
+    /// Registers with the metadata quorum, initializes the cluster if it is new, prepares the remote
+    /// tier of the partitions this broker hosts, opens them and starts the background tasks.
+    pub async fn join(
+        config: RuntimeConfig,
+        cluster: Arc<ClusterLink>,
+        remote: Option<Arc<RemoteTier>>,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let index = cluster.register(cancel).await?;
+        cluster.wait_applied(index).await?;
+        let data_dir = config.broker.data_dir.clone();
+        if cluster.read_state(|st| st.cluster_id.is_none()) {
+            let legacy = if MetadataStore::exists(&data_dir) {
+                Some(MetadataStore::open(&data_dir, None)?.state().clone())
+            } else if let Some(tier) = &remote {
+                tier.metadata_copy().await?
+            } else {
+                None
+            };
+            let import = legacy
+                .as_ref()
+                .map(|l| crate::cluster::import_from_legacy(l, cluster.broker_id()));
+            let cluster_id = legacy
+                .as_ref()
+                .map(|l| l.cluster_id.clone())
+                .or_else(|| config.broker.cluster_id.clone())
+                .unwrap_or_else(crate::metadata_store::new_cluster_id);
+            let (id, newly, index) = cluster.init_cluster(cluster_id, import).await?;
+            cluster.wait_applied(index).await?;
+            if newly {
+                tracing::info!(cluster_id = %id, imported = legacy.is_some(), "initialized the cluster");
+                if MetadataStore::exists(&data_dir) {
+                    MetadataStore::retire(&data_dir)?;
+                }
+            } else if legacy.is_some() {
+                tracing::warn!(cluster_id = %id, "another broker initialized the cluster first; the metadata found here was not imported");
+            }
+        }
+        let view = cluster.read_state(|st| ClusterView::from_state(st, index));
+        let loaded = match &remote {
+            Some(tier) => {
+                tier.prepare(&config.broker, &view, cluster.broker_id())
+                    .await?
+            }
+            None => HashMap::new(),
+        };
+        let services =
+            tokio::task::spawn_blocking(move || Self::start(config, cluster, remote, loaded))
+                .await
+                .map_err(|e| {
+                    BrokerError::MetadataIo(format!("storage startup task failed: {e}"))
+                })??;
+        services.start_tasks();
+        Ok(services)
+    }
+
+    /// Opens the assigned replicas and loads the consumer groups (blocking).
+    fn start(
+        config: RuntimeConfig,
+        cluster: Arc<ClusterLink>,
+        remote: Option<Arc<RemoteTier>>,
+        loaded_remote: HashMap<(Uuid, i32), Arc<RemotePartition>>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let cfg = Arc::new(config.broker.clone());
+        let index = cluster.applied_index();
+        let view = cluster.read_state(|st| ClusterView::from_state(st, index));
+        let disk = Arc::new(DiskGuard::new(
+            &cfg.data_dir,
+            cfg.local_disk_limit_bytes,
+            cfg.local_disk_min_free_bytes,
+        ));
+        let replicas = Arc::new(ReplicaManager::with_tiers(
+            &cfg.data_dir,
+            remote.as_ref().map(|t| t.ctx.clone()),
+            loaded_remote,
+            disk,
+        ));
+        let known: HashMap<String, Uuid> = view
+            .topics
+            .values()
+            .map(|t| (t.name.clone(), t.id))
+            .collect();
+        replicas.clean_orphans(&known)?;
+        let admin = Arc::new(TopicAdmin::new(cfg.clone(), cluster.clone()));
+        let groups = Arc::new(GroupCoordinator::new(
+            coordinator_config(&cfg),
+            Arc::new(SystemClock),
+            replicas.clone(),
+            cluster.clone(),
+            admin.clone(),
+        ));
+        crate::cluster::reconcile(&replicas, &cfg, None, &view)?;
+        cluster.publish(view);
+        // The groups of the `__consumer_offsets` partitions led here are loaded before the listener
+        // opens; later leadership changes load and unload them as they happen.
+        groups.sync_leadership()?;
+        Ok(Arc::new(Self {
+            metrics: Metrics::new(),
+            cluster,
+            replicas,
+            admin,
+            groups,
+            remote,
+            config,
+        }))
+    }
+
+    /// Starts the background tasks; they stop at [`Services::shutdown`].
+    fn start_tasks(&self) {
+        let cfg = Arc::new(self.config.broker.clone());
+        {
+            let (link, replicas, cfg) = (self.cluster.clone(), self.replicas.clone(), cfg.clone());
+            self.replicas.spawn_task(move |cancel| {
+                crate::cluster::run_reconciler(link, replicas, cfg, cancel)
+            });
+        }
+        let link = self.cluster.clone();
+        self.replicas
+            .spawn_task(move |cancel| link.run_heartbeats(cancel));
+        let groups = self.groups.clone();
+        self.replicas
+            .spawn_task(move |cancel| groups.run_leadership(cancel));
+        self.replicas
+            .spawn_retention(Duration::from_millis(cfg.log_retention_check_interval_ms));
+        self.replicas.refresh_disk_usage();
+        self.replicas.spawn_disk_refresh(Duration::from_secs(1));
+        if let Some(tier) = self.remote.clone() {
+            let (replicas, cluster, admin) = (
+                self.replicas.clone(),
+                self.cluster.clone(),
+                self.admin.clone(),
+            );
+            self.replicas
+                .spawn_task(move |cancel| tier.run(replicas, cluster, admin, cancel));
+        }
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.config.broker.node_id
+    }
+
+    /// The current metadata view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.cluster.view()
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> String {
+        self.view().cluster_id.clone()
+    }
+
+    /// This broker's config layers under the current dynamic configs (DescribeConfigs).
+    pub fn layers(&self) -> crate::topic_config::BrokerLayers {
+        self.view().layers(&self.config.broker, self.node_id())
+    }
+
+    /// One topic by name.
+    pub fn topic(&self, name: &str) -> Option<TopicView> {
+        self.view().topics.get(name).cloned()
+    }
+
+    /// One topic by id.
+    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicView> {
+        self.view().topic_by_id(id).cloned()
+    }
+
+    /// A replica this broker leads: UNKNOWN_TOPIC_OR_PARTITION if the cluster has no such
+    /// partition, NOT_LEADER_OR_FOLLOWER if another broker (or none) leads it.
+    pub fn leader_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
+        let label = || format!("{topic}-{index}");
+        if self.view().partition(topic, index).is_none() {
+            return Err(BrokerError::UnknownTopicOrPartition(label()));
+        }
+        self.replicas
+            .get_by_name(topic, index)
+            .filter(|p| p.is_leader())
+            .ok_or_else(|| BrokerError::NotLeader(label()))
+    }
+
+    /// Figures for one scrape of the metrics endpoint.
+    pub fn scrape(&self) -> Scrape {
+        let status = self.cluster.quorum_status();
+        let view = self.view();
+        let cluster = [
+            i64::from(status.is_leader()),
+            status
+                .current_leader
+                .and_then(|l| i64::try_from(l).ok())
+                .unwrap_or(-1),
+            status
+                .last_applied
+                .and_then(|i| i64::try_from(i).ok())
+                .unwrap_or(0),
+            i64::try_from(view.index).unwrap_or(i64::MAX),
+            self.cluster.broker_epoch(),
+            i64::try_from(view.live_brokers().count()).unwrap_or(i64::MAX),
+        ];
+        let partitions = self
+            .replicas
+            .all()
+            .iter()
+            .map(|p| {
+                let (log_start, high_watermark, size_bytes) = p.offsets();
+                let remote = match (p.remote(), p.upload_lag()) {
+                    (Some(r), Some((lag_bytes, lag_segments))) => Some(RemoteSample {
+                        lag_bytes,
+                        lag_segments,
+                        size_bytes: r.size_bytes(),
+                        readable_start: r.readable_start().unwrap_or(-1),
+                    }),
+                    _ => None,
+                };
+                PartitionSample {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    log_start,
+                    high_watermark,
+                    size_bytes,
+                    remote,
+                }
+            })
+            .collect();
+        Scrape {
+            partitions,
+            remote_totals: self.remote.as_ref().map(|t| t.totals()),
+            group_lag: self.groups.lag(),
+            cluster,
+        }
+    }
+
+    /// Clean shutdown: leave the cluster (fence this broker so clients go elsewhere at once), then
+    /// fsync and close every log and stop the embedded controller.
+    pub async fn shutdown(&self) {
+        self.cluster.fence_self().await;
+        self.replicas.shutdown().await;
+        self.cluster.shutdown().await;
+    }
+}
+
+/// The group coordinator's settings from the broker config.
+fn coordinator_config(cfg: &BrokerConfig) -> CoordinatorConfig {
+    CoordinatorConfig {
+        offsets_topic_num_partitions: cfg.offsets_topic_num_partitions,
+        initial_rebalance_delay_ms: i64::try_from(cfg.group_initial_rebalance_delay_ms)
+            .unwrap_or(i64::MAX),
+        offsets_retention_ms: cfg.offsets_retention_minutes.saturating_mul(60_000),
+        consumer: ConsumerConfig {
+            heartbeat_interval_ms: cfg.group_consumer_heartbeat_interval_ms,
+            session_timeout_ms: cfg.group_consumer_session_timeout_ms,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn single_node(dir: &std::path::Path) -> RuntimeConfig {
+        BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            metrics_listen: "off".into(),
+            object_store: "off".into(),
+            node_id: 3,
+            ..Default::default()
+        }
+        .validate()
+        .expect("config")
+    }
+
+    /// A data dir written before the metadata quorum (its `metadata.json`) is imported: the topics
+    /// keep their ids, configs and partitions, the producer ids continue above the old high mark,
+    /// and the file is retired so a restart does not import it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_node_metadata_json_is_imported_into_the_quorum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = Uuid::from_u128(42);
+        {
+            let mut legacy = MetadataStore::open(dir.path(), Some("legacy-cluster")).expect("open");
+            legacy
+                .update(|st| {
+                    st.topics.insert(
+                        "old".into(),
+                        crate::metadata_store::TopicRecord {
+                            name: "old".into(),
+                            id,
+                            partitions: 2,
+                            configs: BTreeMap::from([("retention.ms".into(), "1234".into())]),
+                        },
+                    );
+                    st.producer_id_high_mark = 5_000;
+                    st.broker_dynamic_default =
+                        BTreeMap::from([("log.retention.bytes".into(), "999".into())]);
+                    Ok(())
+                })
+                .expect("update");
+        }
+        let broker = Services::open(single_node(dir.path())).await.expect("open");
+        assert_eq!(broker.cluster_id(), "legacy-cluster");
+        let t = broker.topic("old").expect("imported topic");
+        assert_eq!((t.id, t.partitions), (id, 2));
+        assert_eq!(t.configs["retention.ms"], "1234");
+        assert_eq!(
+            t.states[1].leader, 3,
+            "imported partitions are led by the importing broker"
+        );
+        assert!(broker.leader_partition("old", 1).is_ok());
+        assert_eq!(broker.view().cluster_configs["log.retention.bytes"], "999");
+        assert!(broker.admin.next_producer_id().await.expect("pid") >= 5_000);
+        assert!(
+            !MetadataStore::exists(dir.path()),
+            "metadata.json is retired"
+        );
+        broker.shutdown().await;
+
+        let again = Services::open(single_node(dir.path()))
+            .await
+            .expect("reopen");
+        assert_eq!(again.cluster_id(), "legacy-cluster");
+        assert_eq!(again.topic("old").map(|t| t.id), Some(id));
+        again.shutdown().await;
+    }
+
+    /// Partitions led elsewhere (or by nobody) are refused with NOT_LEADER_OR_FOLLOWER, unknown
+    /// ones with UNKNOWN_TOPIC_OR_PARTITION; replication factors other than 1 are refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn routing_and_replication_factor_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Services::open(single_node(dir.path())).await.expect("open");
+        broker
+            .admin
+            .create_topic("t", 2, -1, BTreeMap::new(), false)
+            .await
+            .expect("create");
+        assert!(broker.leader_partition("t", 0).is_ok());
+        assert_eq!(
+            broker
+                .leader_partition("t", 2)
+                .map(|_| ())
+                .map_err(|e| e.code()),
+            Err(3)
+        );
+        assert_eq!(
+            broker
+                .leader_partition("u", 0)
+                .map(|_| ())
+                .map_err(|e| e.code()),
+            Err(3)
+        );
+        let rf = broker
+            .admin
+            .create_topic("r", 1, 3, BTreeMap::new(), false)
+            .await
+            .expect_err("rf 3");
+        assert_eq!(rf.code(), 38, "INVALID_REPLICATION_FACTOR");
+        let unknown = broker
+            .admin
+            .create_topic_with("x", -1, -1, Some(vec![vec![9]]), BTreeMap::new(), false)
+            .await
+            .expect_err("unknown broker");
+        assert_eq!(unknown.code(), 39, "INVALID_REPLICA_ASSIGNMENT");
+        // Fence this broker (as a controlled shutdown does): its partitions lose their leader.
+        broker.cluster.fence_self().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while broker.view().partition("t", 0).map(|p| p.leader) != Some(-1) {
+            assert!(std::time::Instant::now() < deadline, "fencing not applied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            broker
+                .leader_partition("t", 0)
+                .map(|_| ())
+                .map_err(|e| e.code()),
+            Err(6)
+        );
+        broker.shutdown().await;
+    }
+}
