@@ -109,12 +109,16 @@ impl LeaderEpochCache {
     }
 
     /// Kafka's OffsetForLeaderEpoch: the largest known epoch <= `epoch` and the offset where it
-    /// ends (the start of the next epoch, or `log_end` for the latest). `None` if `epoch` is below
-    /// the earliest known epoch or nothing is known.
+    /// ends (the start of the next epoch, or `log_end` for the latest). An epoch below every known
+    /// one gets itself and the start of the earliest known epoch (as Kafka answers: that history
+    /// is gone, and a follower resumes from there). `None` if nothing is known.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> Option<(i32, i64)> {
         let floor = self.entries.partition_point(|e| e.epoch <= epoch);
         if floor == 0 {
-            return None;
+            return self
+                .entries
+                .first()
+                .map(|first| (epoch, first.start_offset));
         }
         let found = self.entries[floor - 1];
         let end = self
@@ -205,7 +209,7 @@ mod tests {
         c.assign(1, 0).unwrap();
         c.assign(3, 10).unwrap();
         c.assign(5, 20).unwrap();
-        assert_eq!(c.end_offset_for(0, 30), None);
+        assert_eq!(c.end_offset_for(0, 30), Some((0, 0)));
         assert_eq!(c.end_offset_for(1, 30), Some((1, 10)));
         assert_eq!(c.end_offset_for(2, 30), Some((1, 10)));
         assert_eq!(c.end_offset_for(3, 30), Some((3, 20)));

@@ -142,6 +142,18 @@ impl RemotePartition {
         Ok(())
     }
 
+    /// Reads the manifest from the store again (this broker just became the partition's leader;
+    /// an earlier leader may have written it since).
+    pub async fn refresh(&self) -> Result<(), RemoteError> {
+        let mut writer = self.writer.lock().await;
+        if let Some(stored) = writer.reload().await? {
+            *self.manifest.write() = stored;
+        }
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
     /// A copy of the current manifest.
     pub fn manifest(&self) -> RemoteManifest {
         self.manifest.read().clone()

@@ -105,12 +105,12 @@ impl SegmentLog {
         Ok(log)
     }
 
-    /// Closes this log, deletes everything in `dir` and starts an empty replicated log at
-    /// `point` (a Raft snapshot was installed).
-    pub fn reset_replicated(self, point: &ResetPoint) -> Result<SegmentLog, LogError> {
+    /// Deletes everything in the log's directory and starts an empty replicated log at `point`
+    /// (a Raft snapshot was installed). On error the log must not be used any more.
+    pub fn reset_replicated(&mut self, point: &ResetPoint) -> Result<(), LogError> {
         let dir = self.dir.clone();
         let config = self.config.clone();
-        self.destroy()?;
+        SegmentLog::delete_files(&dir)?;
         SegmentLog::seed_empty_dir(
             &dir,
             point.start_offset,
@@ -118,7 +118,9 @@ impl SegmentLog {
             &point.epochs,
         )?;
         store_purged(&dir, point.purged)?;
-        SegmentLog::open_replicated(&dir, config)
+        // Dropping the old log closes its (deleted) files.
+        *self = SegmentLog::open_replicated(&dir, config)?;
+        Ok(())
     }
 
     fn attach_entries(&mut self) -> Result<(), LogError> {
@@ -211,14 +213,17 @@ impl SegmentLog {
                         _ => false,
                     }
                 } else {
+                    // Markers at or below the purged entry were dropped from the store with it.
+                    let purged = self.replication()?.purged.is_some_and(|p| index <= p.index);
                     r.next_offset == next
                         && (r.position == SKIP
                             || (r.position == MARKER
-                                && self
-                                    .replication()?
-                                    .markers
-                                    .get(index)
-                                    .is_some_and(|m| m.term == r.term)))
+                                && (purged
+                                    || self
+                                        .replication()?
+                                        .markers
+                                        .get(index)
+                                        .is_some_and(|m| m.term == r.term))))
                 };
                 if !ok {
                     break;
@@ -296,6 +301,15 @@ impl SegmentLog {
     /// The last entry id (the purged one if the log holds no entries).
     pub fn last_entry(&self) -> Option<EntryId> {
         self.replication.as_ref().and_then(|r| r.last)
+    }
+
+    /// The Kafka offset where the first Raft entry of the log starts: the base of the first
+    /// segment with an entry index (data below it was written before replication).
+    pub fn entries_start_offset(&self) -> i64 {
+        self.segments
+            .iter()
+            .find(|s| s.entries.is_some())
+            .map_or(self.log_end_offset(), |s| s.base_offset())
     }
 
     /// The index the next entry gets.

@@ -309,9 +309,30 @@ fn a_plain_log_is_carried_over_and_a_reset_starts_from_a_snapshot() {
             start_offset: 90,
         }],
     };
-    let log = log.reset_replicated(&point).expect("reset");
+    log.reset_replicated(&point).expect("reset");
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
     assert_eq!(log.next_index(), 41);
     assert_eq!(log.last_entry(), Some(id(4, 40)));
     assert_eq!(log.offset_for_leader_epoch(4), Some((4, 100)));
+}
+
+/// Markers at or below the purged entry leave the marker store; their index records stay and
+/// must not make recovery cut the log (they once did, losing everything after them).
+#[test]
+fn purged_markers_do_not_cut_the_log_on_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = SegmentLog::open_replicated(dir.path(), LogConfig::default()).expect("open");
+        log.append_marker(id(0, 0), b"membership").expect("marker");
+        log.append_marker(id(1, 1), b"blank").expect("marker");
+        let below = log.last_entry_below(0).expect("below").expect("entry");
+        assert_eq!(below, id(1, 1));
+        log.purge_entries(below).expect("purge");
+        assert!(propose(&mut log, id(1, 2), 3).is_accepted());
+        log.append_marker(id(2, 3), b"blank-2").expect("marker");
+    }
+    let log = SegmentLog::open_replicated(dir.path(), LogConfig::default()).expect("reopen");
+    assert_eq!(log.last_entry(), Some(id(2, 3)));
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(log.purged_entry(), Some(id(1, 1)));
 }
