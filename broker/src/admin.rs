@@ -16,6 +16,9 @@ use crate::metadata_store::PRODUCER_ID_BLOCK;
 use crate::topic_config::{validate_topic_overrides, BrokerLayers};
 use crate::topics::{validate_topic_name, MAX_PARTITIONS_PER_TOPIC};
 
+/// How long CreateTopics/CreatePartitions wait for the new partitions' leaders.
+const LEADER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Result of creating one topic.
 #[derive(Debug, Clone)]
 pub struct CreatedTopic {
@@ -52,25 +55,19 @@ impl TopicAdmin {
     }
 
     /// Replica sets for `count` new partitions of replication factor `rf`, balanced over the
-    /// unfenced brokers, or checked explicit `assignments`.
+    /// unfenced brokers (rack-aware), or checked explicit `assignments`.
     fn assignments(
         &self,
         count: i32,
         rf: i16,
         explicit: Option<Vec<Vec<i32>>>,
     ) -> Result<Vec<PartitionAssignment>, BrokerError> {
-        if rf != 1 {
-            return Err(BrokerError::InvalidReplicationFactor(format!(
-                "replication factor {rf}: partition replication is not implemented yet, use 1"
-            )));
-        }
         if let Some(sets) = explicit {
             let view = self.cluster.view();
             for (i, set) in sets.iter().enumerate() {
-                if set.len() != 1 {
-                    return Err(BrokerError::InvalidReplicationFactor(format!(
-                        "assignment of partition {i} has {} replicas: partition replication is not implemented yet, use 1",
-                        set.len()
+                if set.is_empty() {
+                    return Err(BrokerError::InvalidReplicaAssignment(format!(
+                        "assignment of partition {i} is empty"
                     )));
                 }
                 if let Some(b) = set.iter().find(|b| !view.brokers.contains_key(b)) {
@@ -87,14 +84,49 @@ impl TopicAdmin {
         let n = u32::try_from(count).map_err(|_| {
             BrokerError::InvalidPartitions(format!("partition count {count} is negative"))
         })?;
+        let rf = u16::try_from(rf).map_err(|_| {
+            BrokerError::InvalidReplicationFactor(format!("replication factor {rf} is below 1"))
+        })?;
         let sets = self
             .cluster
-            .read_state(|st| controller::place(st, n, 1, &st.all_replica_sets()))
+            .read_state(|st| controller::place(st, n, rf, &st.all_replica_sets()))
             .map_err(|e| BrokerError::InvalidReplicationFactor(e.to_string()))?;
         Ok(sets
             .into_iter()
             .map(|replicas| PartitionAssignment { replicas })
             .collect())
+    }
+
+    /// The replication factor a topic gets when the request names none: `default`, capped at the
+    /// live brokers (so a single node keeps working with a default of 3).
+    pub fn capped_replication_factor(&self, default: i16) -> i16 {
+        let live = self.cluster.view().live_brokers().count();
+        default.min(i16::try_from(live.max(1)).unwrap_or(i16::MAX))
+    }
+
+    /// Waits (up to `patience`) until every partition of topic `name` has a leader in this
+    /// broker's view: its Raft group elected one and it reported. Clients that produce right after
+    /// CreateTopics then find leaders at once.
+    pub async fn wait_for_leaders(&self, name: &str, patience: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut applied = self.cluster.subscribe_reconciled();
+        loop {
+            let ready = self
+                .cluster
+                .view()
+                .topics
+                .get(name)
+                .is_some_and(|t| t.states.iter().all(|p| p.leader >= 0));
+            if ready {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, applied.changed())
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                return;
+            }
+        }
     }
 
     /// Creates a topic (or only validates the request with `validate_only`).
@@ -139,10 +171,15 @@ impl TopicAdmin {
             )));
         }
         let rf = if replication_factor == -1 {
-            1
+            self.capped_replication_factor(self.cfg.default_replication_factor)
         } else {
             replication_factor
         };
+        if rf < 1 {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "replication factor {rf} is below 1"
+            )));
+        }
         validate_topic_overrides(&configs)?;
         if self.cluster.view().topics.contains_key(name) {
             return Err(BrokerError::TopicAlreadyExists(name.to_string()));
@@ -164,7 +201,8 @@ impl TopicAdmin {
                 configs,
             })
             .await?;
-        tracing::info!(topic = name, partitions, %id, "created topic");
+        tracing::info!(topic = name, partitions, replication_factor = rf, %id, "created topic");
+        self.wait_for_leaders(name, LEADER_PATIENCE).await;
         Ok(CreatedTopic {
             id,
             partitions,
@@ -231,7 +269,11 @@ impl TopicAdmin {
                 )));
             }
         }
-        let assignments = self.assignments(count - topic.partitions, 1, explicit)?;
+        let rf = topic
+            .states
+            .first()
+            .map_or(1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX));
+        let assignments = self.assignments(count - topic.partitions, rf, explicit)?;
         if validate_only {
             return Ok(());
         }
@@ -241,6 +283,7 @@ impl TopicAdmin {
                 assignments,
             })
             .await?;
+        self.wait_for_leaders(name, LEADER_PATIENCE).await;
         Ok(())
     }
 

@@ -67,6 +67,7 @@ pub const SUPPORTED: &[ApiSupport] = &[
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
+    api(ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// The version the codec uses for a request of `key` at `version`. DescribeLogDirs v0 has exactly v1's

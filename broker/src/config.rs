@@ -171,6 +171,30 @@ pub struct BrokerArgs {
     /// How often the broker heartbeats to the controller (`broker.heartbeat.interval.ms`).
     #[arg(long, env = "STRATA_BROKER_HEARTBEAT_INTERVAL_MS")]
     pub broker_heartbeat_interval_ms: Option<u64>,
+    /// Partition replication listen address (`host:port`); empty = the Kafka listen host on a free port. Advertised to the other brokers through the metadata.
+    #[arg(long, env = "STRATA_REPLICATION_LISTEN")]
+    pub replication_listen: Option<String>,
+    /// Test hook: `ID=HOST:PORT,...` replaces the replication endpoints of those peers (e.g. a fault-injecting proxy).
+    #[arg(long, env = "STRATA_REPLICATION_PEER_OVERRIDES")]
+    pub replication_peer_overrides: Option<String>,
+    /// How often a partition leader's broker sends its coalesced heartbeat to each peer.
+    #[arg(long, env = "STRATA_REPLICA_HEARTBEAT_INTERVAL_MS")]
+    pub replica_heartbeat_interval_ms: Option<u64>,
+    /// A follower that heard from no live leader for this long (randomized up to 1.5 times) starts an election.
+    #[arg(long, env = "STRATA_REPLICA_ELECTION_TIMEOUT_MS")]
+    pub replica_election_timeout_ms: Option<u64>,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the ISR.
+    #[arg(long, env = "STRATA_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// `default.replication.factor` of topics created without one (capped at the live brokers).
+    #[arg(long, env = "STRATA_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
+    /// `offsets.topic.replication.factor` (capped at the live brokers when the topic is created).
+    #[arg(long, env = "STRATA_OFFSETS_TOPIC_REPLICATION_FACTOR")]
+    pub offsets_topic_replication_factor: Option<i16>,
+    /// `transaction.state.log.replication.factor` (capped at the live brokers).
+    #[arg(long, env = "STRATA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR")]
+    pub transaction_state_log_replication_factor: Option<i16>,
     /// What this node runs (`process.roles`): `broker,controller` (combined, the default),
     /// `broker` (metadata from the --controller-voters) or `controller` (a quorum voter only).
     #[arg(long, env = "STRATA_ROLES")]
@@ -278,6 +302,22 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// `process.roles`: `broker,controller`, `broker` or `controller`.
     pub roles: String,
+    /// Partition replication listen address (`host:port`); empty = the Kafka listen host on a free port. Advertised to the other brokers through the metadata.
+    pub replication_listen: String,
+    /// Test hook: `ID=HOST:PORT,...` replaces the replication endpoints of those peers (e.g. a fault-injecting proxy).
+    pub replication_peer_overrides: String,
+    /// How often a partition leader's broker sends its coalesced heartbeat to each peer.
+    pub replica_heartbeat_interval_ms: u64,
+    /// A follower that heard from no live leader for this long (randomized up to 1.5 times) starts an election.
+    pub replica_election_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `default.replication.factor` of topics created without one (capped at the live brokers).
+    pub default_replication_factor: i16,
+    /// `offsets.topic.replication.factor` (capped at the live brokers when the topic is created).
+    pub offsets_topic_replication_factor: i16,
+    /// `transaction.state.log.replication.factor` (capped at the live brokers).
+    pub transaction_state_log_replication_factor: i16,
 }
 
 impl Default for BrokerConfig {
@@ -331,6 +371,14 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 2_000,
             roles: "broker,controller".into(),
+            replication_listen: String::new(),
+            replication_peer_overrides: String::new(),
+            replica_heartbeat_interval_ms: 500,
+            replica_election_timeout_ms: 2_000,
+            replica_lag_time_max_ms: 30_000,
+            default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
+            transaction_state_log_replication_factor: 3,
         }
     }
 }
@@ -354,6 +402,10 @@ pub struct RuntimeConfig {
     pub controller_listen: SocketAddr,
     /// What this node runs.
     pub roles: Roles,
+    /// Address the partition replication listener binds.
+    pub replication_listen: SocketAddr,
+    /// Replication endpoints that replace the metadata's (test hook), by node id.
+    pub replication_peer_overrides: std::collections::BTreeMap<u64, String>,
 }
 
 /// The roles of a node (KRaft's `process.roles`).
@@ -491,6 +543,14 @@ impl BrokerConfig {
             broker_session_timeout_ms,
             broker_heartbeat_interval_ms,
             roles,
+            replication_listen,
+            replication_peer_overrides,
+            replica_heartbeat_interval_ms,
+            replica_election_timeout_ms,
+            replica_lag_time_max_ms,
+            default_replication_factor,
+            offsets_topic_replication_factor,
+            transaction_state_log_replication_factor,
         );
         for (dst, src) in [
             (&mut cfg.object_store_endpoint, &args.object_store_endpoint),
@@ -603,6 +663,14 @@ impl BrokerConfig {
             "broker_session_timeout_ms",
             "broker_heartbeat_interval_ms",
             "roles",
+            "replication_listen",
+            "replication_peer_overrides",
+            "replica_heartbeat_interval_ms",
+            "replica_election_timeout_ms",
+            "replica_lag_time_max_ms",
+            "default_replication_factor",
+            "offsets_topic_replication_factor",
+            "transaction_state_log_replication_factor",
         ]
     }
 
@@ -885,6 +953,57 @@ impl BrokerConfig {
                 "must be >= 1 and below broker_session_timeout_ms",
             ));
         }
+        let replication_listen = match self.replication_listen.as_str() {
+            "" => SocketAddr::new(listen.ip(), 0),
+            addr => resolve(addr).map_err(|e| bad("replication_listen", addr.into(), &e))?,
+        };
+        let replication_peer_overrides = parse_peer_overrides(&self.replication_peer_overrides)
+            .map_err(|e| {
+                bad(
+                    "replication_peer_overrides",
+                    self.replication_peer_overrides.clone(),
+                    &e,
+                )
+            })?;
+        for (key, value) in [
+            (
+                "replica_heartbeat_interval_ms",
+                self.replica_heartbeat_interval_ms,
+            ),
+            (
+                "replica_election_timeout_ms",
+                self.replica_election_timeout_ms,
+            ),
+        ] {
+            if value < 10 {
+                return Err(bad(key, value.to_string(), "must be >= 10"));
+            }
+        }
+        if self.replica_heartbeat_interval_ms >= self.replica_election_timeout_ms {
+            return Err(bad(
+                "replica_heartbeat_interval_ms",
+                self.replica_heartbeat_interval_ms.to_string(),
+                "must be below replica_election_timeout_ms",
+            ));
+        }
+        for (key, value) in [
+            (
+                "default_replication_factor",
+                self.default_replication_factor,
+            ),
+            (
+                "offsets_topic_replication_factor",
+                self.offsets_topic_replication_factor,
+            ),
+            (
+                "transaction_state_log_replication_factor",
+                self.transaction_state_log_replication_factor,
+            ),
+        ] {
+            if value < 1 {
+                return Err(bad(key, value.to_string(), "must be >= 1"));
+            }
+        }
         Ok(RuntimeConfig {
             listen,
             advertised_host: host,
@@ -893,9 +1012,30 @@ impl BrokerConfig {
             voters,
             controller_listen,
             roles,
+            replication_listen,
+            replication_peer_overrides,
             broker: self,
         })
     }
+}
+
+/// Parses `ID=HOST:PORT,...` (`--replication-peer-overrides`).
+fn parse_peer_overrides(text: &str) -> Result<std::collections::BTreeMap<u64, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} is not a node id"))?;
+        if !addr.contains(':') {
+            return Err(format!("{addr:?} is not HOST:PORT"));
+        }
+        out.insert(id, addr.trim().to_string());
+    }
+    Ok(out)
 }
 
 /// Parses `1@host:9093,2@host:9094`: ids unique, every address HOST:PORT with a numeric port.

@@ -132,6 +132,22 @@ pub enum BrokerError {
     /// The feature exists in Kafka but not (yet) in Strata.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The partition's replication group is not running or cannot be reached.
+    #[error("replication unavailable: {0}")]
+    ReplicationUnavailable(String),
+    /// Fewer in-sync replicas than `min.insync.replicas` (before the append).
+    #[error("not enough in-sync replicas for {partition}: {in_sync} < min.insync.replicas={min}")]
+    NotEnoughReplicas {
+        /// `topic-partition`.
+        partition: String,
+        /// In-sync replicas now.
+        in_sync: usize,
+        /// Required.
+        min: usize,
+    },
+    /// The batch was written but did not reach `min.insync.replicas` replicas in time.
+    #[error("{0}: written, but fewer than min.insync.replicas replicas acknowledged it")]
+    NotEnoughReplicasAfterAppend(String),
     /// A group coordinator refusal (membership, generation, state).
     #[error("group: {0}")]
     Group(#[from] GroupError),
@@ -229,6 +245,9 @@ impl BrokerError {
             Self::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             Self::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             Self::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+            Self::ReplicationUnavailable(_) => ResponseError::NotLeaderOrFollower,
+            Self::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            Self::NotEnoughReplicasAfterAppend(_) => ResponseError::NotEnoughReplicasAfterAppend,
             Self::ControllerUnavailable(_) => ResponseError::NotController,
             Self::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             Self::InvalidConfig(_) => ResponseError::InvalidConfig,

@@ -24,6 +24,7 @@ pub mod metadata_store;
 pub mod metrics;
 pub mod offload;
 pub mod replica;
+pub mod replication;
 pub mod server;
 pub mod services;
 pub mod topic_config;

@@ -72,6 +72,8 @@ pub struct RemoteTier {
     interval: Duration,
     published_generation: AtomicU64,
     backoff: Mutex<HashMap<String, (Instant, Duration)>>,
+    /// The leader epoch in which each partition's manifest was last read here.
+    refreshed: Mutex<HashMap<String, i32>>,
 }
 
 impl RemoteTier {
@@ -136,6 +138,7 @@ impl RemoteTier {
             interval: Duration::from_millis(cfg.remote_task_interval_ms),
             published_generation: AtomicU64::new(0),
             backoff: Mutex::new(HashMap::new()),
+            refreshed: Mutex::new(HashMap::new()),
         })))
     }
 
@@ -300,10 +303,17 @@ impl RemoteTier {
                 p.attach_remote(self.new_partition(p.topic_id, p.index, p.leader_epoch()));
             }
         }
-        futures::stream::iter(partitions.into_iter().map(|p| self.offload_partition(p)))
-            .buffer_unordered(self.concurrency)
-            .collect::<Vec<()>>()
-            .await;
+        // Only a partition's leader uploads and runs total retention; every replica trims its
+        // local copy of what all replicas agreed is offloaded.
+        futures::stream::iter(partitions.into_iter().map(|p| async move {
+            if p.is_leader() {
+                self.offload_partition(p.clone()).await;
+            }
+            self.local_retention(&p).await;
+        }))
+        .buffer_unordered(self.concurrency)
+        .collect::<Vec<()>>()
+        .await;
         // Offloading may have freed local space: let produce in again without waiting.
         replicas.refresh_disk_usage();
         // Cluster-wide chores, done by one broker.
@@ -336,6 +346,14 @@ impl RemoteTier {
             return;
         }
         let epoch = p.leader_epoch();
+        // A new leader reads the manifest its predecessors wrote before it writes its own.
+        let refreshed = self.refreshed.lock().get(&label).copied();
+        if refreshed != Some(epoch) {
+            if let Err(e) = remote.refresh().await {
+                return self.failed(&label, "loading the remote manifest", &e);
+            }
+            self.refreshed.lock().insert(label.clone(), epoch);
+        }
         if let Err(e) = remote.ensure_loaded().await {
             return self.failed(&label, "loading the remote manifest", &e);
         }
@@ -397,10 +415,16 @@ impl RemoteTier {
             }
         }
         self.backoff.lock().remove(&label);
-        // 2. Total retention over both tiers, then local retention of offloaded segments.
         let Some(end) = remote.end_offset() else {
             return;
         };
+        // 2. Every replica agrees on what is offloaded through the partition's log.
+        if p.agreed_offloaded_end().is_none_or(|agreed| agreed < end) {
+            if let Err(e) = p.record_offloaded(end).await {
+                return self.failed(&label, "recording the offloaded end", &e);
+            }
+        }
+        // 3. Total retention over both tiers.
         // Local bytes counted by total retention besides the remote ones: those not offloaded yet,
         // or all of them once uploads stopped.
         let local_only = if uploading {
@@ -421,18 +445,7 @@ impl RemoteTier {
         {
             return self.failed(&label, "remote retention", &e);
         }
-        if uploading {
-            let log_start = p.log_start_offset();
-            let p2 = p.clone();
-            match tokio::task::spawn_blocking(move || p2.apply_local_retention(now, end, log_start))
-                .await
-            {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return self.failed(&label, "local retention", &e),
-                Err(e) => return self.failed(&label, "local retention task", &e),
-            }
-        }
-        // 3. Delete the objects of segments that left the log.
+        // 4. Delete the objects of segments that left the log.
         match remote.collect_garbage(epoch).await {
             Ok(n) => {
                 self.stats
@@ -440,6 +453,31 @@ impl RemoteTier {
                     .fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(e) => self.failed(&label, "remote garbage collection", &e),
+        }
+    }
+
+    /// Local retention of one replica: segments below the offloaded end every replica agreed on,
+    /// past local retention, are deleted once the replica's Raft log no longer needs them (its
+    /// snapshot boundary moves to the offloaded end, so a new replica copies only the local tail).
+    async fn local_retention(&self, p: &Arc<Partition>) {
+        let settings = p.settings();
+        if !settings.remote_storage {
+            return;
+        }
+        let Some(end) = p.agreed_offloaded_end() else {
+            return;
+        };
+        p.request_purge(end);
+        let label = p.label().to_string();
+        let now = now_ms();
+        let log_start = p.log_start_offset();
+        let p2 = p.clone();
+        match tokio::task::spawn_blocking(move || p2.apply_local_retention(now, end, log_start))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.failed(&label, "local retention", &e),
+            Err(e) => self.failed(&label, "local retention task", &e),
         }
     }
 

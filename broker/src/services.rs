@@ -28,6 +28,9 @@ use crate::metadata_store::MetadataStore;
 use crate::metrics::{Metrics, PartitionSample, RemoteSample, Scrape};
 use crate::offload::RemoteTier;
 use crate::replica::{Partition, ReplicaManager};
+use crate::replication::driver::LeaderReport;
+use crate::replication::{Replication, ReplicationSettings};
+use controller::state::{Command, LeadershipReport};
 
 /// What the request handlers are given.
 pub struct Services {
@@ -45,6 +48,10 @@ pub struct Services {
     pub groups: Arc<GroupCoordinator>,
     /// The remote tier, when tiered storage is on.
     pub remote: Option<Arc<RemoteTier>>,
+    /// The partition replication runtime.
+    pub replication: Arc<Replication>,
+    /// Stops the replication listener.
+    replication_stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Services {
@@ -71,6 +78,26 @@ impl Services {
         remote: Option<Arc<RemoteTier>>,
         cancel: &CancellationToken,
     ) -> Result<Arc<Self>, BrokerError> {
+        // The replication endpoint is part of the registration: bind it first.
+        let replication = Replication::new(
+            u64::try_from(config.broker.node_id).unwrap_or_default(),
+            replication_settings(&config.broker),
+        )?;
+        replication.set_overrides(config.replication_peer_overrides.clone());
+        let listener = tokio::net::TcpListener::bind(config.replication_listen)
+            .await
+            .map_err(|e| {
+                BrokerError::InvalidConfig(format!(
+                    "cannot listen for replication on {}: {e}",
+                    config.replication_listen
+                ))
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| BrokerError::InvalidConfig(format!("replication listener: {e}")))?;
+        let replication_stop = CancellationToken::new();
+        replication.serve(listener, replication_stop.clone());
+        cluster.set_replication_endpoint(config.advertised_host.clone(), bound.port());
         let index = cluster.register(cancel).await?;
         cluster.wait_applied(index).await?;
         let data_dir = config.broker.data_dir.clone();
@@ -109,12 +136,18 @@ impl Services {
             }
             None => HashMap::new(),
         };
-        let services =
-            tokio::task::spawn_blocking(move || Self::start(config, cluster, remote, loaded))
-                .await
-                .map_err(|e| {
-                    BrokerError::MetadataIo(format!("storage startup task failed: {e}"))
-                })??;
+        let services = tokio::task::spawn_blocking(move || {
+            Self::start(
+                config,
+                cluster,
+                remote,
+                loaded,
+                replication,
+                replication_stop,
+            )
+        })
+        .await
+        .map_err(|e| BrokerError::MetadataIo(format!("storage startup task failed: {e}")))??;
         services.start_tasks();
         Ok(services)
     }
@@ -125,6 +158,8 @@ impl Services {
         cluster: Arc<ClusterLink>,
         remote: Option<Arc<RemoteTier>>,
         loaded_remote: HashMap<(Uuid, i32), Arc<RemotePartition>>,
+        replication: Arc<Replication>,
+        replication_stop: CancellationToken,
     ) -> Result<Arc<Self>, BrokerError> {
         let cfg = Arc::new(config.broker.clone());
         let index = cluster.applied_index();
@@ -134,8 +169,10 @@ impl Services {
             cfg.local_disk_limit_bytes,
             cfg.local_disk_min_free_bytes,
         ));
-        let replicas = Arc::new(ReplicaManager::with_tiers(
+        replication.set_cluster(view.replication_endpoints(), view.fenced_brokers());
+        let replicas = Arc::new(ReplicaManager::new(
             &cfg.data_dir,
+            replication.clone(),
             remote.as_ref().map(|t| t.ctx.clone()),
             loaded_remote,
             disk,
@@ -156,8 +193,10 @@ impl Services {
         ));
         crate::cluster::reconcile(&replicas, &cfg, None, &view)?;
         cluster.publish(view);
-        // The groups of the `__consumer_offsets` partitions led here are loaded before the listener
-        // opens; later leadership changes load and unload them as they happen.
+        // Partitions only this broker replicates elect it at once: wait for them (bounded), so the
+        // groups of the `__consumer_offsets` partitions it leads are loaded before the listener
+        // opens. Later leadership changes load and unload them as they happen.
+        wait_for_sole_leaderships(&replicas, replication.settings().election_timeout * 2);
         groups.sync_leadership()?;
         Ok(Arc::new(Self {
             metrics: Metrics::new(),
@@ -166,6 +205,8 @@ impl Services {
             admin,
             groups,
             remote,
+            replication,
+            replication_stop,
             config,
         }))
     }
@@ -185,6 +226,13 @@ impl Services {
         let groups = self.groups.clone();
         self.replicas
             .spawn_task(move |cancel| groups.run_leadership(cancel));
+        let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
+        let rt = self.replication.clone();
+        self.replicas
+            .spawn_task(move |cancel| crate::replication::driver::run(rt, reports_tx, cancel));
+        let (link, groups) = (self.cluster.clone(), self.groups.clone());
+        self.replicas
+            .spawn_task(move |cancel| report_leadership(link, groups, reports_rx, cancel));
         self.replicas
             .spawn_retention(Duration::from_millis(cfg.log_retention_check_interval_ms));
         self.replicas.refresh_disk_usage();
@@ -237,10 +285,14 @@ impl Services {
         if self.view().partition(topic, index).is_none() {
             return Err(BrokerError::UnknownTopicOrPartition(label()));
         }
-        self.replicas
-            .get_by_name(topic, index)
-            .filter(|p| p.is_leader())
-            .ok_or_else(|| BrokerError::NotLeader(label()))
+        match self.replicas.get_by_name(topic, index) {
+            Some(p) if p.is_leader() => Ok(p),
+            Some(p) => {
+                p.explain_not_leader();
+                Err(BrokerError::NotLeader(label()))
+            }
+            None => Err(BrokerError::NotLeader(label())),
+        }
     }
 
     /// Figures for one scrape of the metrics endpoint.
@@ -297,9 +349,98 @@ impl Services {
     /// Clean shutdown: leave the cluster (fence this broker so clients go elsewhere at once), then
     /// fsync and close every log and stop the embedded controller.
     pub async fn shutdown(&self) {
+        // Controlled shutdown: leadership moves to in-sync replicas first, so clients find a
+        // leader at once instead of after an election timeout.
+        self.replication
+            .move_leadership_away(Duration::from_secs(5))
+            .await;
         self.cluster.fence_self().await;
         self.replicas.shutdown().await;
+        self.replication_stop.cancel();
         self.cluster.shutdown().await;
+    }
+}
+
+/// The replication layer's timing from the broker config.
+fn replication_settings(cfg: &BrokerConfig) -> ReplicationSettings {
+    ReplicationSettings {
+        heartbeat_interval: Duration::from_millis(cfg.replica_heartbeat_interval_ms),
+        election_timeout: Duration::from_millis(cfg.replica_election_timeout_ms),
+        lag_max: Duration::from_millis(cfg.replica_lag_time_max_ms),
+    }
+}
+
+/// Waits (up to `patience`, blocking) until every hosted partition whose only voter is this
+/// broker leads: those need nobody else to elect it.
+fn wait_for_sole_leaderships(replicas: &ReplicaManager, patience: Duration) {
+    let me = replicas.replication().node_id();
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let pending = replicas
+            .all()
+            .iter()
+            .filter(|p| p.group().replicas() == [me] && !p.is_leader())
+            .count();
+        if pending == 0 || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Writes the Raft leaders' reports to the metadata quorum (batched), after the group
+/// coordinator loaded the `__consumer_offsets` partitions among them, so FindCoordinator never
+/// sends a client to a coordinator that is still loading.
+async fn report_leadership(
+    link: Arc<ClusterLink>,
+    groups: Arc<GroupCoordinator>,
+    mut reports: tokio::sync::mpsc::UnboundedReceiver<Vec<LeaderReport>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let mut batch = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = reports.recv() => match r { Some(b) => b, None => return },
+        };
+        while let Ok(more) = reports.try_recv() {
+            batch.extend(more);
+        }
+        // The latest report of each partition.
+        let mut latest: HashMap<(Uuid, i32), LeaderReport> = HashMap::new();
+        for r in batch {
+            latest.insert((r.group.topic_id, r.group.partition), r);
+        }
+        let view = link.view();
+        let offsets_id = view.topics.get(crate::group::OFFSETS_TOPIC).map(|t| t.id);
+        if latest.keys().any(|(t, _)| Some(*t) == offsets_id) {
+            let g = groups.clone();
+            match tokio::task::spawn_blocking(move || g.sync_leadership()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "consumer groups only partly loaded"),
+                Err(e) => tracing::error!(error = %e, "consumer group loading task failed"),
+            }
+        }
+        let partitions = latest
+            .into_values()
+            .map(|r| LeadershipReport {
+                topic_id: r.group.topic_id,
+                partition: r.group.partition,
+                leader_epoch: i32::try_from(r.term).unwrap_or(i32::MAX),
+                isr: r
+                    .isr
+                    .into_iter()
+                    .filter_map(|b| i32::try_from(b).ok())
+                    .collect(),
+            })
+            .collect();
+        let command = Command::ReportLeadership {
+            broker_id: link.broker_id(),
+            broker_epoch: link.broker_epoch(),
+            partitions,
+        };
+        if let Err(e) = link.propose(command).await {
+            tracing::warn!(error = %e, "cannot report partition leadership; the next change reports again");
+        }
     }
 }
 
@@ -307,6 +448,7 @@ impl Services {
 fn coordinator_config(cfg: &BrokerConfig) -> CoordinatorConfig {
     CoordinatorConfig {
         offsets_topic_num_partitions: cfg.offsets_topic_num_partitions,
+        offsets_topic_replication_factor: cfg.offsets_topic_replication_factor,
         initial_rebalance_delay_ms: i64::try_from(cfg.group_initial_rebalance_delay_ms)
             .unwrap_or(i64::MAX),
         offsets_retention_ms: cfg.offsets_retention_minutes.saturating_mul(60_000),

@@ -73,7 +73,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "flush.ms", broker_name: "log.flush.interval.ms", kind: ConfigType::Long, default: LONG_MAX, doc: "default: fsync before every acks=all answer; a smaller value fsyncs every N ms instead" },
     TopicConfigDef { name: "index.interval.bytes", broker_name: "log.index.interval.bytes", kind: ConfigType::Int, default: "4096", doc: "bytes between offset index entries" },
     TopicConfigDef { name: "segment.index.bytes", broker_name: "log.index.size.max.bytes", kind: ConfigType::Int, default: "10485760", doc: "accepted for compatibility; indexes grow as needed" },
-    TopicConfigDef { name: "min.insync.replicas", broker_name: "min.insync.replicas", kind: ConfigType::Int, default: "1", doc: "replicas that must acknowledge acks=all" },
+    TopicConfigDef { name: "min.insync.replicas", broker_name: "min.insync.replicas", kind: ConfigType::Int, default: "1", doc: "replicas (the leader included) that must hold a batch before acks=all is answered; fewer in sync gives NOT_ENOUGH_REPLICAS" },
     TopicConfigDef { name: "unclean.leader.election.enable", broker_name: "unclean.leader.election.enable", kind: ConfigType::Boolean, default: "false", doc: "accepted for compatibility" },
     TopicConfigDef { name: "delete.retention.ms", broker_name: "log.cleaner.delete.retention.ms", kind: ConfigType::Long, default: "86400000", doc: "accepted for compatibility (compaction)" },
     TopicConfigDef { name: "file.delete.delay.ms", broker_name: "log.segment.delete.delay.ms", kind: ConfigType::Long, default: "60000", doc: "accepted for compatibility" },
@@ -377,6 +377,9 @@ impl BrokerLayers {
             flush_ms: flush("flush.ms"),
             compact,
             compression: compression_of(&get("compression.type")).flatten(),
+            min_insync_replicas: usize::try_from(long("min.insync.replicas", 1).max(1))
+                .unwrap_or(1),
+            unclean_leader_election: get("unclean.leader.election.enable").trim() == "true",
         }
     }
 }
@@ -417,6 +420,10 @@ pub struct TopicSettings {
     pub local_retention_ms: i64,
     /// Effective `local.retention.bytes` (resolved from -2, never above `retention.bytes`).
     pub local_retention_bytes: i64,
+    /// `min.insync.replicas`: replicas (the leader included) that must hold an acks=all batch.
+    pub min_insync_replicas: usize,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election: bool,
 }
 
 impl TopicSettings {

@@ -71,8 +71,11 @@ pub struct PartitionMetadata {
     pub replicas: Vec<BrokerId>,
     /// Current leader, or [`NO_LEADER`].
     pub leader: BrokerId,
-    /// Bumped on every leader change, including to [`NO_LEADER`].
+    /// The leader epoch: the Raft term of the partition's group when its leader reported.
     pub leader_epoch: i32,
+    /// In-sync replicas as the leader last reported them (the leader included).
+    #[serde(default)]
+    pub isr: Vec<BrokerId>,
 }
 
 /// A topic.
@@ -165,6 +168,7 @@ impl MetadataState {
             .collect()
     }
 
+    #[cfg(test)]
     fn is_unfenced(&self, id: BrokerId) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
@@ -175,6 +179,19 @@ impl MetadataState {
 pub struct PartitionAssignment {
     /// Replicas; the first is the preferred leader.
     pub replicas: Vec<BrokerId>,
+}
+
+/// One partition in a [`Command::ReportLeadership`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadershipReport {
+    /// Topic id.
+    pub topic_id: Uuid,
+    /// Partition index.
+    pub partition: i32,
+    /// Raft term of the partition's group (its Kafka leader epoch).
+    pub leader_epoch: i32,
+    /// In-sync replicas, the reporter included.
+    pub isr: Vec<BrokerId>,
 }
 
 /// Metadata carried over into a new cluster: from a single-node broker's `metadata.json` (the
@@ -301,14 +318,17 @@ pub enum Command {
         /// Keys to remove.
         delete: Vec<String>,
     },
-    /// Make `leader` the leader of a partition (bumps the leader epoch).
-    ChangeLeader {
-        /// Topic id.
-        topic_id: Uuid,
-        /// Partition index.
-        partition: i32,
-        /// New leader: an unfenced member of the replica set.
-        leader: BrokerId,
+    /// A broker leads these partitions (their Raft groups elected it and it made them ready):
+    /// records it as leader with the Raft term as the leader epoch, and the ISR it sees. A report
+    /// older than the recorded epoch, from a fenced or stale broker, or for a partition the broker
+    /// does not replicate, is ignored for that partition.
+    ReportLeadership {
+        /// Reporting broker.
+        broker_id: BrokerId,
+        /// Its current epoch.
+        broker_epoch: i64,
+        /// The partitions.
+        partitions: Vec<LeadershipReport>,
     },
     /// Hand a block of producer ids to a broker.
     AllocateProducerIds {
@@ -387,13 +407,14 @@ impl fmt::Display for Command {
             Command::AlterBrokerConfigs { broker_id, .. } => {
                 write!(f, "alter_broker_configs broker_id={broker_id:?}")
             }
-            Command::ChangeLeader {
-                topic_id,
-                partition,
-                leader,
+            Command::ReportLeadership {
+                broker_id,
+                partitions,
+                ..
             } => write!(
                 f,
-                "change_leader topic_id={topic_id} partition={partition} leader={leader}"
+                "report_leadership broker_id={broker_id} partitions={}",
+                partitions.len()
             ),
             Command::AllocateProducerIds {
                 broker_id, count, ..
@@ -438,13 +459,6 @@ pub enum Outcome {
     TopicCreated {
         /// Its id.
         topic_id: Uuid,
-    },
-    /// A partition's leader changed.
-    LeaderChanged {
-        /// New leader.
-        leader: BrokerId,
-        /// New leader epoch.
-        leader_epoch: i32,
     },
     /// Producer ids were allocated.
     ProducerIds(ProducerIdBlock),
@@ -503,18 +517,6 @@ pub enum CommandError {
     /// INVALID_REPLICA_ASSIGNMENT.
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
-    /// ELIGIBLE_LEADERS_NOT_AVAILABLE / INVALID_REPLICA_ASSIGNMENT for a leader outside the set.
-    #[error("broker_id={leader} cannot lead topic_id={topic_id} partition={partition}: {reason}")]
-    IneligibleLeader {
-        /// Topic id.
-        topic_id: Uuid,
-        /// Partition index.
-        partition: i32,
-        /// Proposed leader.
-        leader: BrokerId,
-        /// Why not.
-        reason: String,
-    },
     /// INVALID_REQUEST for config changes.
     #[error("invalid config: {0}")]
     InvalidConfig(String),
@@ -608,7 +610,7 @@ pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, Com
             let partitions = partitions
                 .into_iter()
                 .enumerate()
-                .map(|(i, a)| (partition_index(i), new_partition(state, a.replicas)))
+                .map(|(i, a)| (partition_index(i), new_partition(a.replicas)))
                 .collect();
             state.topic_ids.insert(name.clone(), topic_id);
             state.topics.insert(
@@ -655,7 +657,7 @@ pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, Com
             let new: Vec<(i32, PartitionMetadata)> = assignments
                 .into_iter()
                 .enumerate()
-                .map(|(i, a)| (partition_index(first + i), new_partition(state, a.replicas)))
+                .map(|(i, a)| (partition_index(first + i), new_partition(a.replicas)))
                 .collect();
             if let Some(topic) = state.topics.get_mut(&topic_id) {
                 topic.partitions.extend(new);
@@ -700,41 +702,46 @@ pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, Com
             }
             Ok(Outcome::Done)
         }
-        Command::ChangeLeader {
-            topic_id,
-            partition,
-            leader,
+        Command::ReportLeadership {
+            broker_id,
+            broker_epoch,
+            partitions,
         } => {
-            let eligible = state.is_unfenced(leader);
-            let topic = state
-                .topics
-                .get_mut(&topic_id)
-                .ok_or(CommandError::UnknownTopicId(topic_id))?;
-            let p = topic
-                .partitions
-                .get_mut(&partition)
-                .ok_or(CommandError::UnknownPartition {
-                    topic_id,
-                    partition,
-                })?;
-            let ineligible = |reason: &str| CommandError::IneligibleLeader {
-                topic_id,
-                partition,
-                leader,
-                reason: reason.to_string(),
-            };
-            if !p.replicas.contains(&leader) {
-                return Err(ineligible("not in the replica set"));
+            let broker = current_broker(state, broker_id, broker_epoch)?;
+            if broker.fenced {
+                return Ok(Outcome::LeadersMoved { partitions: 0 });
             }
-            if !eligible {
-                return Err(ineligible("broker is fenced or unregistered"));
+            let mut moved = 0;
+            for r in partitions {
+                let Some(p) = state
+                    .topics
+                    .get_mut(&r.topic_id)
+                    .and_then(|t| t.partitions.get_mut(&r.partition))
+                else {
+                    continue;
+                };
+                if !p.replicas.contains(&broker_id) || r.leader_epoch < p.leader_epoch {
+                    continue;
+                }
+                if r.leader_epoch == p.leader_epoch
+                    && p.leader != broker_id
+                    && p.leader != NO_LEADER
+                {
+                    // Another broker already reported this term: a stale report.
+                    continue;
+                }
+                if p.leader != broker_id || p.leader_epoch != r.leader_epoch {
+                    moved += 1;
+                }
+                p.leader = broker_id;
+                p.leader_epoch = r.leader_epoch;
+                p.isr = r
+                    .isr
+                    .into_iter()
+                    .filter(|b| p.replicas.contains(b))
+                    .collect();
             }
-            p.leader = leader;
-            p.leader_epoch += 1;
-            Ok(Outcome::LeaderChanged {
-                leader,
-                leader_epoch: p.leader_epoch,
-            })
+            Ok(Outcome::LeadersMoved { partitions: moved })
         }
         Command::AllocateProducerIds {
             broker_id,
@@ -869,44 +876,19 @@ fn current_broker(
     Ok(broker)
 }
 
-/// Fence `broker_id` and move each of its leaderships to the first other unfenced replica, or to
-/// [`NO_LEADER`]. Returns the number of partitions whose leader changed.
+/// Fence `broker_id`: the partitions it leads have no leader until a Raft leader among their live
+/// replicas reports (handing them to "the first unfenced replica" would be an unclean election),
+/// and it leaves every ISR. Returns the number of partitions that lost their leader.
 fn fence(state: &mut MetadataState, broker_id: BrokerId) -> u32 {
     if let Some(b) = state.brokers.get_mut(&broker_id) {
         b.fenced = true;
     }
-    let unfenced: Vec<BrokerId> = state.unfenced_brokers().map(|b| b.id).collect();
     let mut moved = 0;
     for topic in state.topics.values_mut() {
         for p in topic.partitions.values_mut() {
-            if p.leader != broker_id {
-                continue;
-            }
-            p.leader = p
-                .replicas
-                .iter()
-                .copied()
-                .find(|r| unfenced.contains(r))
-                .unwrap_or(NO_LEADER);
-            p.leader_epoch += 1;
-            moved += 1;
-        }
-    }
-    moved
-}
-
-/// Unfence `broker_id` and make it leader of the leaderless partitions it replicates.
-fn unfence(state: &mut MetadataState, broker_id: BrokerId) -> u32 {
-    match state.brokers.get_mut(&broker_id) {
-        Some(b) => b.fenced = false,
-        None => return 0,
-    }
-    let mut moved = 0;
-    for topic in state.topics.values_mut() {
-        for p in topic.partitions.values_mut() {
-            if p.leader == NO_LEADER && p.replicas.contains(&broker_id) {
-                p.leader = broker_id;
-                p.leader_epoch += 1;
+            p.isr.retain(|b| *b != broker_id);
+            if p.leader == broker_id {
+                p.leader = NO_LEADER;
                 moved += 1;
             }
         }
@@ -914,20 +896,25 @@ fn unfence(state: &mut MetadataState, broker_id: BrokerId) -> u32 {
     moved
 }
 
+/// Unfence `broker_id` (its Raft groups elect leaders; nothing moves here). Returns 0.
+fn unfence(state: &mut MetadataState, broker_id: BrokerId) -> u32 {
+    if let Some(b) = state.brokers.get_mut(&broker_id) {
+        b.fenced = false;
+    }
+    0
+}
+
 fn partition_index(i: usize) -> i32 {
     i32::try_from(i).expect("partition count is validated to fit in i32")
 }
 
-fn new_partition(state: &MetadataState, replicas: Vec<BrokerId>) -> PartitionMetadata {
-    let leader = replicas
-        .iter()
-        .copied()
-        .find(|r| state.is_unfenced(*r))
-        .unwrap_or(NO_LEADER);
+/// A new partition: no leader until its Raft group elects one and the leader reports.
+fn new_partition(replicas: Vec<BrokerId>) -> PartitionMetadata {
     PartitionMetadata {
         replicas,
-        leader,
+        leader: NO_LEADER,
         leader_epoch: 0,
+        isr: Vec::new(),
     }
 }
 
@@ -1152,7 +1139,11 @@ mod tests {
             })
         );
         let t = s.topic_by_name("t").expect("created");
-        assert_eq!(t.partitions[&1].leader, 2);
+        assert_eq!(t.partitions[&1].replicas, vec![2, 3]);
+        assert_eq!(
+            t.partitions[&1].leader, NO_LEADER,
+            "leaders come from Raft reports"
+        );
         assert_eq!(
             create(&mut s, "t", 8, &[&[1]]),
             Err(CommandError::TopicAlreadyExists("t".into()))
@@ -1267,7 +1258,7 @@ mod tests {
         );
         let a = s.topic_by_name("a").expect("imported");
         assert_eq!(a.topic_id, Uuid::from_u128(1));
-        assert_eq!(a.partitions[&0].leader, 1);
+        assert_eq!(a.partitions[&0].replicas, vec![1]);
         assert_eq!(s.next_producer_id, 5_000);
         assert_eq!(s.cluster_configs["log.retention.ms"], "5");
         assert!(s.pending_remote_deletions.contains(&Uuid::from_u128(9)));
@@ -1289,15 +1280,58 @@ mod tests {
         assert_eq!(s.cluster_id.as_deref(), Some("c1"));
     }
 
+    fn report(
+        state: &mut MetadataState,
+        broker: BrokerId,
+        epoch: i64,
+        topic: u128,
+        partition: i32,
+        term: i32,
+        isr: &[BrokerId],
+    ) -> Result<Outcome, CommandError> {
+        apply(
+            state,
+            Command::ReportLeadership {
+                broker_id: broker,
+                broker_epoch: epoch,
+                partitions: vec![LeadershipReport {
+                    topic_id: Uuid::from_u128(topic),
+                    partition,
+                    leader_epoch: term,
+                    isr: isr.to_vec(),
+                }],
+            },
+        )
+    }
+
+    /// Leaders come from their Raft groups' reports; fencing clears leadership (no unclean hand-
+    /// over), and stale or foreign reports are ignored.
     #[test]
-    fn fencing_moves_leadership_and_unfencing_restores_leaderless() {
+    fn leadership_is_reported_and_fencing_clears_it() {
         let mut s = MetadataState::default();
         let e1 = register(&mut s, 1, 0);
         let e2 = register(&mut s, 2, 0);
-        create(&mut s, "t", 1, &[&[1, 2]]).expect("create");
-        create(&mut s, "u", 2, &[&[1]]).expect("create");
+        let e3 = register(&mut s, 3, 0);
+        create(&mut s, "t", 1, &[&[1, 2, 3]]).expect("create");
         let id = Uuid::from_u128(1);
-        let solo = Uuid::from_u128(2);
+        assert_eq!(
+            s.topics[&id].partitions[&0].leader, NO_LEADER,
+            "no leader before a report"
+        );
+        assert_eq!(
+            report(&mut s, 1, e1, 1, 0, 3, &[1, 2, 3, 9]),
+            Ok(Outcome::LeadersMoved { partitions: 1 })
+        );
+        let p = &s.topics[&id].partitions[&0];
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (1, 3, vec![1, 2, 3])
+        );
+        // An older term, or another broker in the same term, changes nothing.
+        report(&mut s, 2, e2, 1, 0, 2, &[2]).expect("stale");
+        report(&mut s, 2, e2, 1, 0, 3, &[2]).expect("same term");
+        assert_eq!(s.topics[&id].partitions[&0].leader, 1);
+        // Fencing the leader clears it and takes it out of the ISR; nobody else is made leader.
         assert_eq!(
             apply(
                 &mut s,
@@ -1306,46 +1340,21 @@ mod tests {
                     broker_epoch: e1
                 }
             ),
-            Ok(Outcome::LeadersMoved { partitions: 2 })
-        );
-        let p = &s.topics[&id].partitions[&0];
-        assert_eq!((p.leader, p.leader_epoch), (2, 1));
-        let p = &s.topics[&solo].partitions[&0];
-        assert_eq!((p.leader, p.leader_epoch), (NO_LEADER, 1));
-        // A fenced broker cannot be made leader.
-        let err = apply(
-            &mut s,
-            Command::ChangeLeader {
-                topic_id: id,
-                partition: 0,
-                leader: 1,
-            },
-        );
-        assert!(matches!(err, Err(CommandError::IneligibleLeader { .. })));
-        assert_eq!(
-            apply(
-                &mut s,
-                Command::UnfenceBroker {
-                    broker_id: 1,
-                    broker_epoch: e1
-                }
-            ),
             Ok(Outcome::LeadersMoved { partitions: 1 })
         );
-        assert_eq!(s.topics[&solo].partitions[&0].leader, 1);
+        let p = &s.topics[&id].partitions[&0];
+        assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![2, 3]));
+        // A fenced broker's report is ignored; a live replica's newer term wins.
+        report(&mut s, 1, e1, 1, 0, 4, &[1]).expect("fenced report");
+        assert_eq!(s.topics[&id].partitions[&0].leader, NO_LEADER);
+        report(&mut s, 3, e3, 1, 0, 4, &[2, 3]).expect("new leader");
+        assert_eq!(s.topics[&id].partitions[&0].leader, 3);
+        // A report for a partition the broker does not replicate is ignored.
+        create(&mut s, "u", 2, &[&[1]]).expect("create");
+        report(&mut s, 3, e3, 2, 0, 9, &[3]).expect("foreign");
         assert_eq!(
-            apply(
-                &mut s,
-                Command::ChangeLeader {
-                    topic_id: id,
-                    partition: 0,
-                    leader: 1
-                }
-            ),
-            Ok(Outcome::LeaderChanged {
-                leader: 1,
-                leader_epoch: 2
-            })
+            s.topics[&Uuid::from_u128(2)].partitions[&0].leader,
+            NO_LEADER
         );
         // Stale epoch fence is ignored with an error.
         let err = apply(
@@ -1486,13 +1495,18 @@ mod tests {
                 topic_id: Uuid::from_u128(id),
                 remote_cleanup,
             }),
-            (0..3u128, 0..3i32, broker.clone()).prop_map(|(id, partition, leader)| {
-                Command::ChangeLeader {
-                    topic_id: Uuid::from_u128(id),
-                    partition,
-                    leader,
+            (broker.clone(), 0..6i64, 0..3u128, 0..3i32, 0..4i32).prop_map(
+                |(b, e, id, partition, term)| Command::ReportLeadership {
+                    broker_id: b,
+                    broker_epoch: e,
+                    partitions: vec![LeadershipReport {
+                        topic_id: Uuid::from_u128(id),
+                        partition,
+                        leader_epoch: term,
+                        isr: vec![b],
+                    }],
                 }
-            }),
+            ),
             (broker, 0..6i64, 0..5u32).prop_map(|(b, e, count)| Command::AllocateProducerIds {
                 broker_id: b,
                 broker_epoch: e,

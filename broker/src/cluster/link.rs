@@ -38,6 +38,8 @@ pub struct ClusterLink {
     incarnation: Uuid,
     epoch: AtomicI64,
     listener: Listener,
+    /// The partition replication endpoint registered beside the client listener.
+    replication_listener: RwLock<Option<Listener>>,
     rack: Option<String>,
     view: RwLock<Arc<ClusterView>>,
     reconciled: watch::Sender<u64>,
@@ -88,6 +90,7 @@ impl ClusterLink {
                 host: config.advertised_host.clone(),
                 port: u16::try_from(config.advertised_port).unwrap_or_default(),
             },
+            replication_listener: RwLock::new(None),
             rack: cfg.rack.clone(),
             view: RwLock::new(Arc::new(ClusterView::default())),
             reconciled: watch::Sender::new(0),
@@ -98,6 +101,15 @@ impl ClusterLink {
         let view = link.read_state(|st| ClusterView::from_state(st, index));
         *link.view.write() = Arc::new(view);
         Ok(Arc::new(link))
+    }
+
+    /// Sets the partition replication endpoint registered with the quorum (before `register`).
+    pub fn set_replication_endpoint(&self, host: String, port: u16) {
+        *self.replication_listener.write() = Some(Listener {
+            name: super::view::REPLICATION_LISTENER.into(),
+            host,
+            port,
+        });
     }
 
     /// This broker's id.
@@ -246,6 +258,11 @@ impl ClusterLink {
         written.response.map_err(command_error)
     }
 
+    /// A receiver that changes whenever a new view is published.
+    pub fn subscribe_reconciled(&self) -> watch::Receiver<u64> {
+        self.reconciled.subscribe()
+    }
+
     /// Waits until the published view reflects log index `index`.
     pub async fn wait_reconciled(&self, index: u64) -> Result<(), BrokerError> {
         wait_for_index(self.reconciled.subscribe(), index).await
@@ -266,7 +283,9 @@ impl ClusterLink {
             let command = Command::RegisterBroker {
                 broker_id: self.broker_id,
                 incarnation_id: self.incarnation,
-                listeners: vec![self.listener.clone()],
+                listeners: std::iter::once(self.listener.clone())
+                    .chain(self.replication_listener.read().clone())
+                    .collect(),
                 rack: self.rack.clone(),
                 now_ms: now_ms(),
             };

@@ -1,8 +1,11 @@
 //! Acting on metadata changes: [`plan`] computes, from the previous and the next metadata view and
 //! the replicas hosted here, the [`Transition`]s this broker must make (open the replicas assigned
-//! to it, remove the ones that left it or whose topic is gone, apply config and leadership
+//! to it, remove the ones that left it or whose topic is gone, apply config and replica-set
 //! changes); the reconciler applies them to the [`ReplicaManager`] and only then publishes the new
-//! view, so a handler that sees a partition in the view finds its replica open.
+//! view, so a handler that sees a partition in the view finds its replica open. Leadership is not
+//! the metadata's to give: the partitions' Raft groups elect their leaders, who report to the
+//! controller. The reconciler also hands the replication layer its peers' endpoints and the
+//! fenced brokers.
 
 use std::sync::Arc;
 
@@ -13,6 +16,7 @@ use super::view::ClusterView;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::replica::{PartitionKey, ReplicaManager, Transition};
+use crate::replication::types::GroupId;
 
 /// The transitions that bring the replicas hosted here (`hosted`, with their topic names) in line
 /// with `next`; `prev` is the view acted on before, if any. Removals come first, so a topic
@@ -61,28 +65,23 @@ pub fn plan(
                     key,
                     topic: t.name.clone(),
                     settings: settings.clone(),
+                    replicas: state.replicas.clone(),
                 });
-            } else if configs_changed {
+                continue;
+            }
+            if configs_changed {
                 out.push(Transition::Reconfigure {
                     key,
                     settings: settings.clone(),
                 });
             }
-            let role_changed = before
+            let replicas_changed = before
                 .and_then(|b| b.states.get(i))
-                .is_none_or(|s| s.leader != state.leader || s.leader_epoch != state.leader_epoch);
-            if is_new || role_changed {
-                out.push(if state.leader == me {
-                    Transition::BecomeLeader {
-                        key,
-                        epoch: state.leader_epoch,
-                    }
-                } else {
-                    Transition::BecomeFollower {
-                        key,
-                        epoch: state.leader_epoch,
-                        leader: state.leader,
-                    }
+                .is_none_or(|s| s.replicas != state.replicas);
+            if replicas_changed {
+                out.push(Transition::Replicas {
+                    key,
+                    replicas: state.replicas.clone(),
                 });
             }
         }
@@ -132,6 +131,29 @@ pub async fn run_reconciler(
         let index = *applied.borrow_and_update();
         let next = link.read_state(|st| ClusterView::from_state(st, index));
         let prev = link.view();
+        replicas
+            .replication()
+            .set_cluster(next.replication_endpoints(), next.fenced_brokers());
+        // Leaderships the metadata does not show (this broker was fenced and came back, or a
+        // report was lost): report them again.
+        let me = cfg.node_id;
+        let wrong: Vec<GroupId> = replicas
+            .all()
+            .iter()
+            .filter(|p| p.is_leader())
+            .filter(|p| {
+                next.topic_by_id(p.topic_id)
+                    .and_then(|t| usize::try_from(p.index).ok().and_then(|i| t.states.get(i)))
+                    .is_some_and(|s| s.leader != me || s.leader_epoch < p.leader_epoch())
+            })
+            .map(|p| GroupId {
+                topic_id: p.topic_id,
+                partition: p.index,
+            })
+            .collect();
+        if !wrong.is_empty() {
+            replicas.replication().rereport(wrong);
+        }
         if !prev.same_assignments(&next) {
             let replicas = replicas.clone();
             let cfg = cfg.clone();
@@ -170,6 +192,7 @@ mod tests {
                     replicas: r.to_vec(),
                     leader: r[0],
                     leader_epoch: 0,
+                    isr: r.to_vec(),
                 })
                 .collect(),
         }
@@ -212,7 +235,7 @@ mod tests {
     }
 
     /// A topic re-created under its name (a new id) removes the old replicas before opening the
-    /// new ones, and a new assignment opens the replica and sets its role.
+    /// new ones; an assignment opens the replica with its replica set.
     #[test]
     fn recreated_topics_remove_before_open() {
         let cfg = BrokerConfig::default();
@@ -228,38 +251,33 @@ mod tests {
             .expect("opens");
         assert!(matches!(plan[0], Transition::Remove { key: k } if k == key(1, 0)));
         assert!(first_open > 0);
-        let opened: Vec<PartitionKey> = plan
+        let opened: Vec<(PartitionKey, Vec<i32>)> = plan
             .iter()
             .filter_map(|t| match t {
-                Transition::Open { key, .. } => Some(*key),
+                Transition::Open { key, replicas, .. } => Some((*key, replicas.clone())),
                 _ => None,
             })
             .collect();
-        assert_eq!(opened.len(), 2);
-        assert!(opened.contains(&key(2, 0)) && opened.contains(&key(3, 1)));
-        assert!(plan
-            .iter()
-            .any(|t| matches!(t, Transition::BecomeLeader { key: k, .. } if *k == key(2, 0))));
-        assert!(plan.iter().any(
-            |t| matches!(t, Transition::BecomeFollower { key: k, leader: 2, .. } if *k == key(3, 1))
-        ));
+        assert_eq!(opened, vec![(key(2, 0), vec![1]), (key(3, 1), vec![2, 1])]);
     }
 
-    /// A leader change only moves roles; unchanged partitions produce no transitions.
+    /// A reassignment that keeps this broker changes the replica set only; a leader change is not
+    /// the reconciler's business.
     #[test]
-    fn leadership_changes_become_role_transitions() {
+    fn replica_set_changes_become_transitions_and_leaders_do_not() {
         let cfg = BrokerConfig::default();
         let before = view(vec![topic("t", 1, &[&[1, 2], &[1, 2]])]);
         let mut after = before.clone();
         if let Some(t) = after.topics.get_mut("t") {
-            t.states[1].leader = 2;
-            t.states[1].leader_epoch = 1;
+            t.states[0].leader = 2;
+            t.states[0].leader_epoch = 1;
+            t.states[1].replicas = vec![1, 2, 3];
         }
         let plan = plan(Some(&before), &after, &[key(1, 0), key(1, 1)], &cfg, 1);
         assert_eq!(plan.len(), 1, "{plan:?}");
         assert!(matches!(
-            plan[0],
-            Transition::BecomeFollower { key: k, epoch: 1, leader: 2 } if k == key(1, 1)
+            &plan[0],
+            Transition::Replicas { key: k, replicas } if *k == key(1, 1) && replicas == &vec![1, 2, 3]
         ));
     }
 }

@@ -10,6 +10,14 @@ use uuid::Uuid;
 use crate::config::BrokerConfig;
 use crate::topic_config::BrokerLayers;
 
+/// Name of the listener a broker registers for partition replication (not for clients).
+pub const REPLICATION_LISTENER: &str = "REPLICATION";
+
+/// The listener clients connect to: the first one that is not the replication listener.
+fn client_listener(b: &BrokerRegistration) -> Option<&controller::state::Listener> {
+    b.listeners.iter().find(|l| l.name != REPLICATION_LISTENER)
+}
+
 /// One partition as the cluster sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionView {
@@ -19,6 +27,8 @@ pub struct PartitionView {
     pub leader: i32,
     /// Leader epoch.
     pub leader_epoch: i32,
+    /// In-sync replicas as the leader reported them.
+    pub isr: Vec<i32>,
 }
 
 /// A topic.
@@ -71,6 +81,7 @@ impl ClusterView {
                         replicas: p.replicas.clone(),
                         leader: p.leader,
                         leader_epoch: p.leader_epoch,
+                        isr: p.isr.clone(),
                     })
                     .collect();
                 let view = TopicView {
@@ -114,16 +125,39 @@ impl ClusterView {
     /// Host and port of an unfenced broker.
     pub fn endpoint(&self, id: i32) -> Option<(String, i32)> {
         let b = self.brokers.get(&id).filter(|b| !b.fenced)?;
-        let l = b.listeners.first()?;
+        let l = client_listener(b)?;
         Some((l.host.clone(), i32::from(l.port)))
     }
 
     /// Every unfenced broker with its client endpoint: (id, host, port, rack).
     pub fn live_endpoints(&self) -> impl Iterator<Item = (i32, &str, i32, Option<&str>)> {
         self.live_brokers().filter_map(|b| {
-            let l = b.listeners.first()?;
+            let l = client_listener(b)?;
             Some((b.id, l.host.as_str(), i32::from(l.port), b.rack.as_deref()))
         })
+    }
+
+    /// Every registered broker's partition replication endpoint (`host:port`), by node id.
+    pub fn replication_endpoints(&self) -> BTreeMap<u64, String> {
+        self.brokers
+            .values()
+            .filter_map(|b| {
+                let l = b
+                    .listeners
+                    .iter()
+                    .find(|l| l.name == REPLICATION_LISTENER)?;
+                Some((u64::try_from(b.id).ok()?, format!("{}:{}", l.host, l.port)))
+            })
+            .collect()
+    }
+
+    /// The fenced brokers, as node ids.
+    pub fn fenced_brokers(&self) -> BTreeSet<u64> {
+        self.brokers
+            .values()
+            .filter(|b| b.fenced)
+            .filter_map(|b| u64::try_from(b.id).ok())
+            .collect()
     }
 
     /// Whether `id` is registered and unfenced.

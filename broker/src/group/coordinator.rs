@@ -71,6 +71,8 @@ pub type OffsetDeleteResults = Vec<(String, Vec<(i32, Result<(), BrokerError>)>)
 pub struct CoordinatorConfig {
     /// `offsets.topic.num.partitions` used when the topic is created.
     pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor` (capped at the live brokers) used when it is created.
+    pub offsets_topic_replication_factor: i16,
     /// `group.initial.rebalance.delay.ms`.
     pub initial_rebalance_delay_ms: i64,
     /// `offsets.retention.minutes` in ms.
@@ -244,9 +246,12 @@ impl GroupCoordinator {
         }
         let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
         let n = self.cfg.offsets_topic_num_partitions;
+        let rf = self
+            .admin
+            .capped_replication_factor(self.cfg.offsets_topic_replication_factor);
         match self
             .admin
-            .create_topic(OFFSETS_TOPIC, n, 1, configs, false)
+            .create_topic(OFFSETS_TOPIC, n, rf, configs, false)
             .await
         {
             Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
@@ -283,10 +288,12 @@ impl GroupCoordinator {
         let led_here = self
             .replicas
             .get_by_name(OFFSETS_TOPIC, index)
-            .is_some_and(|p| p.is_leader());
+            .is_some_and(|p| p.is_raft_leader());
+        let me = self.cluster.broker_id();
         match view.partition(OFFSETS_TOPIC, index) {
             _ if led_here => Err(GroupError::CoordinatorLoadInProgress),
-            Some(p) if p.leader < 0 => Err(GroupError::CoordinatorNotAvailable),
+            // The metadata still names this broker, but its replica is not (yet) the Raft leader.
+            Some(p) if p.leader < 0 || p.leader == me => Err(GroupError::CoordinatorNotAvailable),
             _ => Err(GroupError::NotCoordinator),
         }
     }
@@ -310,7 +317,9 @@ impl GroupCoordinator {
             .map_err(|e| BrokerError::MetadataIo(e.to_string()))?;
         self.appends
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        partition.produce(&batch, -1).await?;
+        partition
+            .produce(&batch, -1, partition.settings().min_insync_replicas)
+            .await?;
         Ok(())
     }
 
@@ -1198,6 +1207,7 @@ mod tests {
             clock: Arc::new(FakeClock(AtomicI64::new(1_000))),
             ccfg: CoordinatorConfig {
                 offsets_topic_num_partitions: offsets_partitions,
+                offsets_topic_replication_factor: 1,
                 initial_rebalance_delay_ms: 0,
                 offsets_retention_ms: 60_000,
                 consumer: ConsumerConfig::default(),

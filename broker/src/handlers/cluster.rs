@@ -142,11 +142,19 @@ fn topic_entry(view: &ClusterView, topic: &TopicView) -> MetadataResponseTopic {
                 .filter(|r| !view.is_live(**r))
                 .map(|r| BrokerId(*r))
                 .collect();
+            // The ISR as the leader last reported it, live brokers only.
+            p.isr_nodes = st
+                .isr
+                .iter()
+                .filter(|r| view.is_live(**r))
+                .map(|r| BrokerId(*r))
+                .collect();
             if view.is_live(st.leader) {
                 p.leader_id = BrokerId(st.leader);
                 p.leader_epoch = st.leader_epoch;
-                // One replica per partition until partition replication: the leader is the ISR.
-                p.isr_nodes = vec![BrokerId(st.leader)];
+                if !st.isr.contains(&st.leader) {
+                    p.isr_nodes.insert(0, BrokerId(st.leader));
+                }
             } else {
                 p.error_code = ResponseError::LeaderNotAvailable.code();
                 p.leader_id = BrokerId(-1);

@@ -8,6 +8,7 @@ mod fetch;
 mod groups;
 mod offsets;
 mod produce;
+mod replicas;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -127,6 +128,7 @@ async fn dispatch(
         Rq::ConsumerGroupHeartbeat(r) => {
             Rs::ConsumerGroupHeartbeat(groups::consumer_group_heartbeat(broker, r, client).await)
         }
+        Rq::ElectLeaders(r) => Rs::ElectLeaders(replicas::elect_leaders(broker, r).await),
         Rq::ConsumerGroupDescribe(r) => {
             Rs::ConsumerGroupDescribe(groups::consumer_group_describe(broker, r, version))
         }

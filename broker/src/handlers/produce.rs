@@ -147,7 +147,7 @@ async fn produce_partition(
     let size = records.len() as u64;
     let result = match tokio::time::timeout(
         timeout.max(Duration::from_millis(1)),
-        partition.produce(&records, acks),
+        partition.produce(&records, acks, partition.settings().min_insync_replicas),
     )
     .await
     {

@@ -1,8 +1,9 @@
 //! The replica manager: owns every partition replica this broker hosts, keyed by (topic id,
 //! partition). The reconciler (`cluster::reconcile`) feeds it explicit [`Transition`]s computed from
-//! metadata deltas; it opens and removes logs, runs the per-partition flushers and the retention
-//! loop, and publishes leadership changes: subscribers (the group coordinator, the offload task)
-//! watch [`ReplicaManager::subscribe_leadership`] and re-read [`ReplicaManager::led`] when it moves.
+//! metadata deltas; it opens and removes replicas (each one a member of its partition's Raft
+//! group, see `crate::replication`) and runs the retention loop. Leadership comes from the Raft
+//! groups: subscribers (the group coordinator, the offload task) watch
+//! [`ReplicaManager::subscribe_leadership`] and re-read [`ReplicaManager::led`] when it moves.
 //!
 //! Directory layout: `<data-dir>/<topic>-<partition>/` holds one partition's segments plus
 //! `partition.json` (topic name, topic id, partition). Removing a replica (its topic was deleted,
@@ -22,7 +23,6 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tiering::remote::{RemoteContext, RemotePartition};
-use tiering::SegmentLog;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +30,9 @@ use uuid::Uuid;
 
 use crate::disk_guard::DiskGuard;
 use crate::error::BrokerError;
+use crate::replication::log::ReplicaLog;
+use crate::replication::types::GroupId;
+use crate::replication::Replication;
 use crate::topic_config::TopicSettings;
 
 pub use partition::{now_ms, Partition, ProduceResult};
@@ -48,7 +51,7 @@ pub struct PartitionKey {
 /// A change the reconciler asks of the replica manager.
 #[derive(Debug, Clone)]
 pub enum Transition {
-    /// Host a replica of this partition (open or create its log).
+    /// Host a replica of this partition (open or create its log and join its Raft group).
     Open {
         /// The partition.
         key: PartitionKey,
@@ -56,22 +59,15 @@ pub enum Transition {
         topic: String,
         /// Topic settings in effect.
         settings: TopicSettings,
+        /// The replica set (the first is the preferred leader).
+        replicas: Vec<i32>,
     },
-    /// This broker leads the partition from `epoch` on.
-    BecomeLeader {
+    /// The partition's replica set changed (a reassignment).
+    Replicas {
         /// The partition.
         key: PartitionKey,
-        /// Leader epoch.
-        epoch: i32,
-    },
-    /// Another broker (or none, `leader == -1`) leads the partition from `epoch` on.
-    BecomeFollower {
-        /// The partition.
-        key: PartitionKey,
-        /// Leader epoch.
-        epoch: i32,
-        /// The leader, or -1.
-        leader: i32,
+        /// The new replica set.
+        replicas: Vec<i32>,
     },
     /// The topic's settings changed.
     Reconfigure {
@@ -112,7 +108,7 @@ pub struct ReplicaManager {
     /// Remote tiers loaded at start, attached when their partition opens.
     loaded_remote: Mutex<HashMap<(Uuid, i32), Arc<RemotePartition>>>,
     disk: Arc<DiskGuard>,
-    leadership: watch::Sender<u64>,
+    replication: Arc<Replication>,
 }
 
 impl std::fmt::Debug for ReplicaManager {
@@ -124,20 +120,12 @@ impl std::fmt::Debug for ReplicaManager {
 }
 
 impl ReplicaManager {
-    /// A manager for `data_dir` without tiered storage or disk limits.
-    pub fn new(data_dir: &Path) -> Self {
-        Self::with_tiers(
-            data_dir,
-            None,
-            HashMap::new(),
-            Arc::new(DiskGuard::unlimited()),
-        )
-    }
-
-    /// A manager for `data_dir` whose tiered partitions get a remote tier in `remote` (with the
-    /// remote tiers already loaded at start) and that refuses produce past the `disk` limits.
-    pub fn with_tiers(
+    /// A manager for `data_dir` whose replicas join their groups through `replication`, whose
+    /// tiered partitions get a remote tier in `remote` (with the remote tiers already loaded at
+    /// start), and that refuses produce past the `disk` limits.
+    pub fn new(
         data_dir: &Path,
+        replication: Arc<Replication>,
         remote: Option<Arc<RemoteContext>>,
         loaded_remote: HashMap<(Uuid, i32), Arc<RemotePartition>>,
         disk: Arc<DiskGuard>,
@@ -150,8 +138,13 @@ impl ReplicaManager {
             remote,
             loaded_remote: Mutex::new(loaded_remote),
             disk,
-            leadership: watch::Sender::new(0),
+            replication,
         }
+    }
+
+    /// The replication runtime.
+    pub fn replication(&self) -> &Arc<Replication> {
+        &self.replication
     }
 
     /// Whether tiered storage is on.
@@ -228,16 +221,11 @@ impl ReplicaManager {
                     key,
                     topic,
                     settings,
-                } => self.open(key, &topic, settings).map(|_| ()),
-                Transition::BecomeLeader { key, epoch } => {
+                    replicas,
+                } => self.open(key, &topic, settings, &replicas).map(|_| ()),
+                Transition::Replicas { key, replicas } => {
                     if let Some(p) = self.get(key) {
-                        leadership_moved |= p.become_leader(epoch);
-                    }
-                    Ok(())
-                }
-                Transition::BecomeFollower { key, epoch, leader } => {
-                    if let Some(p) = self.get(key) {
-                        leadership_moved |= p.become_follower(epoch, leader);
+                        p.group().set_replicas(to_node_ids(&replicas));
                     }
                     Ok(())
                 }
@@ -258,7 +246,7 @@ impl ReplicaManager {
             }
         }
         if leadership_moved {
-            self.leadership.send_modify(|g| *g += 1);
+            self.replication.leadership_changed();
         }
         match first_error {
             Some(e) => Err(e),
@@ -266,12 +254,14 @@ impl ReplicaManager {
         }
     }
 
-    /// Opens (creating if needed) a partition's log and starts its flusher.
+    /// Opens (creating if needed) a partition's log and joins its Raft group. Blocking: run it on
+    /// the blocking pool (it waits for the group to start).
     fn open(
         &self,
         key: PartitionKey,
         topic: &str,
         settings: TopicSettings,
+        replicas: &[i32],
     ) -> Result<Arc<Partition>, BrokerError> {
         if let Some(p) = self.get(key) {
             return Ok(p);
@@ -279,8 +269,15 @@ impl ReplicaManager {
         let index = key.partition;
         let dir = self.partition_dir(topic, index);
         let label = format!("{topic}-{index}");
-        let log = SegmentLog::open(&dir, settings.log.clone())
-            .map_err(|e| BrokerError::log(label.clone(), e))?;
+        let log = Arc::new(ReplicaLog::open(
+            label.clone(),
+            &dir,
+            settings.log.clone(),
+            !settings.fsync_before_ack(),
+            settings
+                .flush_ms
+                .map_or(0, |ms| u64::try_from(ms.max(1)).unwrap_or(u64::MAX)),
+        )?);
         write_partition_meta(
             &dir,
             &PartitionMeta {
@@ -291,14 +288,23 @@ impl ReplicaManager {
             },
         )?;
         let tiered = settings.remote_storage;
+        let group_id = GroupId {
+            topic_id: key.topic_id,
+            partition: index,
+        };
+        let group = tokio::runtime::Handle::current().block_on(self.replication.open_group(
+            group_id,
+            log,
+            to_node_ids(replicas),
+        ))?;
         let partition = Partition::new(
             topic.to_string(),
             key.topic_id,
             index,
-            Box::new(log),
+            group,
+            self.replication.clone(),
             settings,
             self.disk.clone(),
-            self.cancel.child_token(),
         );
         if let (true, Some(ctx)) = (tiered, &self.remote) {
             let remote = self
@@ -315,7 +321,6 @@ impl ReplicaManager {
                 });
             partition.attach_remote(remote);
         }
-        self.tasks.spawn(partition.clone().run_flusher());
         let mut hosted = self.hosted.write();
         hosted.by_name.insert((topic.to_string(), index), key);
         hosted.by_key.insert(key, partition.clone());
@@ -336,7 +341,11 @@ impl ReplicaManager {
             return false;
         };
         let led = p.is_leader();
-        p.stop();
+        let group_id = GroupId {
+            topic_id: key.topic_id,
+            partition: key.partition,
+        };
+        tokio::runtime::Handle::current().block_on(self.replication.close_group(group_id));
         let dir = self.partition_dir(&p.topic, p.index);
         let doomed = self.data_dir.join(format!(
             "{}-{}.{}-delete",
@@ -381,7 +390,7 @@ impl ReplicaManager {
             .read()
             .by_key
             .values()
-            .filter(|p| p.topic == topic && p.is_leader())
+            .filter(|p| p.topic == topic && p.is_raft_leader())
             .map(|p| (p.index, p.leader_epoch()))
             .collect();
         out.sort_unstable();
@@ -390,7 +399,7 @@ impl ReplicaManager {
 
     /// A receiver that changes whenever this broker gains or loses the leadership of a replica.
     pub fn subscribe_leadership(&self) -> watch::Receiver<u64> {
-        self.leadership.subscribe()
+        self.replication.subscribe_leadership()
     }
 
     /// Runs `pass` every `interval` until shutdown.
@@ -441,17 +450,26 @@ impl ReplicaManager {
         });
     }
 
-    /// Stops flushers (each fsyncs one last time) and closes every log.
+    /// Stops the Raft groups and the flushers (each fsyncs one last time) and closes every log.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.replication.shutdown().await;
         for p in self.all() {
             if let Err(e) = p.close() {
                 tracing::error!(partition = %p.label(), error = %e, "close failed");
             }
         }
     }
+}
+
+/// Broker ids as Raft node ids (negative ids are not valid brokers and are dropped).
+fn to_node_ids(replicas: &[i32]) -> Vec<u64> {
+    replicas
+        .iter()
+        .filter_map(|r| u64::try_from(*r).ok())
+        .collect()
 }
 
 fn read_partition_meta(dir: &Path) -> Option<PartitionMeta> {

@@ -1,34 +1,33 @@
-//! One partition as the broker serves it: the log behind a lock, the high watermark that wakes long-poll
-//! fetches, and the group-commit flusher that makes acks=all durable.
+//! One partition replica as the broker serves it: its Raft group (RFC 0006), the topic settings,
+//! the remote tier, and the Kafka operations on top.
 //!
-//! Durability: an append writes the batch into the active segment (page cache) under the write lock and
-//! returns. An acks=all producer then waits until the *durable offset* passes its batch. The flusher task
-//! wakes on demand, takes `pending_sync()` (a handle on the active segment file and the end offset it
-//! covers) under a read lock, fsyncs it on the blocking pool with no lock held, then publishes the new
-//! durable offset. Every batch that arrived while an fsync was running is covered by the next one: one
-//! fsync per round, however many producers wait. If an fsync fails the partition is marked failed (the
-//! page cache can no longer be trusted) and every waiter, and every later produce, gets
-//! KAFKA_STORAGE_ERROR.
+//! Produce: a replica that leads its group and has applied an entry of its term (so its high
+//! watermark covers everything committed before it) proposes each batch; the leader's log store
+//! admits, stamps and appends it (the append outcome answers the request for acks=1), and
+//! acks=all waits until the entry is committed and applied, i.e. until it is below the high
+//! watermark (visible before acknowledged), and, where `min.insync.replicas` asks more than a
+//! Raft quorum, until that many replicas hold it. Durability of each replica's append follows the
+//! topic's flush policy (fsynced by default, see `replication::log`).
 //!
-//! Visibility: with the default policy the high watermark (what Fetch and ListOffsets see) is the
-//! durable offset, so a consumer never reads a record that a power loss could take back and whose
-//! offset a later record would then reuse. A topic that relaxes durability (flush.messages/flush.ms)
-//! exposes records as soon as they are appended, as Kafka does.
+//! Fetch and the other reads serve committed data only (below the high watermark) from either
+//! tier. A replica that does not lead answers NOT_LEADER_OR_FOLLOWER to what needs a leader.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use openraft::async_runtime::watch::WatchReceiver;
 use parking_lot::RwLock;
 use tiering::remote::{RemoteError, RemotePartition};
-use tiering::{AppendOutcome, EpochEntry, LogError, PartitionLog, SealedSegment};
-use tokio::sync::{watch, Notify};
-use tokio_util::sync::CancellationToken;
+use tiering::{EpochEntry, LogError, PartitionLog, SealedSegment, SegmentLog};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::disk_guard::DiskGuard;
 use crate::error::BrokerError;
+use crate::replication::group::Group;
+use crate::replication::types::{Control, Record};
+use crate::replication::Replication;
 use crate::topic_config::TopicSettings;
 
 /// What a produce to one partition achieved.
@@ -44,21 +43,6 @@ pub struct ProduceResult {
     pub log_start_offset: i64,
 }
 
-/// Durable progress published by the flusher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Durable {
-    offset: i64,
-    failed: bool,
-}
-
-/// Leadership of one replica.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Role {
-    leader: bool,
-    epoch: i32,
-    leader_id: i32,
-}
-
 /// A partition hosted by this broker.
 pub struct Partition {
     /// Topic name.
@@ -67,23 +51,15 @@ pub struct Partition {
     pub topic_id: Uuid,
     /// Partition index.
     pub index: i32,
-    /// This replica's role: whether it leads, the leader epoch (stamped on appended batches) and
-    /// the leader's id.
-    role: RwLock<Role>,
-    /// Fires when the replica stops (removed, or the broker shuts down).
-    cancel: CancellationToken,
     label: String,
-    log: RwLock<Box<dyn PartitionLog + Sync>>,
+    group: Arc<Group>,
+    rt: Arc<Replication>,
     settings: RwLock<TopicSettings>,
-    /// High watermark: the end of what readers may see.
-    end_tx: watch::Sender<i64>,
-    durable_tx: watch::Sender<Durable>,
-    flush_wanted: Notify,
-    unflushed: AtomicI64,
-    failed: AtomicBool,
     /// The offloaded part of the log, when the topic tiers and an object store is configured.
     remote: RwLock<Option<Arc<RemotePartition>>>,
     disk: Arc<DiskGuard>,
+    /// Keeps one connection's pipelined proposals in the order they arrived.
+    propose_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -95,101 +71,87 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    /// The current leader epoch.
-    pub fn leader_epoch(&self) -> i32 {
-        self.role.read().epoch
-    }
-
-    /// Whether this replica leads the partition.
-    pub fn is_leader(&self) -> bool {
-        self.role.read().leader
-    }
-
-    /// The leader's broker id as this replica knows it (-1: none).
-    pub fn leader_id(&self) -> i32 {
-        self.role.read().leader_id
-    }
-
-    /// This replica leads from `epoch` on (an older epoch is ignored). Returns whether it did not
-    /// lead before.
-    pub(crate) fn become_leader(&self, epoch: i32) -> bool {
-        let mut role = self.role.write();
-        if epoch < role.epoch {
-            return false;
-        }
-        let was = role.leader;
-        role.leader = true;
-        role.epoch = epoch;
-        !was
-    }
-
-    /// Another broker (`leader`, or -1 for none) leads from `epoch` on (an older epoch is
-    /// ignored). Returns whether this replica led before.
-    pub(crate) fn become_follower(&self, epoch: i32, leader: i32) -> bool {
-        let mut role = self.role.write();
-        if epoch < role.epoch {
-            return false;
-        }
-        let was = role.leader;
-        *role = Role {
-            leader: false,
-            epoch,
-            leader_id: leader,
-        };
-        was
-    }
-
-    /// Stops the replica's tasks (its flusher syncs once more and exits).
-    pub(crate) fn stop(&self) {
-        {
-            let mut role = self.role.write();
-            role.leader = false;
-        }
-        self.cancel.cancel();
-    }
-
-    /// Wraps an opened log; the replica starts as a follower of nobody at epoch 0 until a
-    /// transition says otherwise. `cancel` stops its tasks.
+    /// A replica served through its Raft `group`.
     pub fn new(
         topic: String,
         topic_id: Uuid,
         index: i32,
-        log: Box<dyn PartitionLog + Sync>,
+        group: Arc<Group>,
+        rt: Arc<Replication>,
         settings: TopicSettings,
         disk: Arc<DiskGuard>,
-        cancel: CancellationToken,
     ) -> Arc<Self> {
-        let end = log.log_end_offset();
-        // What recovery found may still be only in the page cache (after a process crash): make it
-        // durable before it becomes visible as the high watermark.
-        if let Err(e) = log.pending_sync().sync() {
-            tracing::warn!(error = %e, "initial fsync failed; the flusher will retry");
-        }
         Arc::new(Self {
             label: format!("{topic}-{index}"),
             topic,
             topic_id,
             index,
-            role: RwLock::new(Role {
-                leader: false,
-                epoch: 0,
-                leader_id: -1,
-            }),
-            cancel,
-            log: RwLock::new(log),
+            group,
+            rt,
             settings: RwLock::new(settings),
-            end_tx: watch::channel(end).0,
-            durable_tx: watch::channel(Durable {
-                offset: end,
-                failed: false,
-            })
-            .0,
-            flush_wanted: Notify::new(),
-            unflushed: AtomicI64::new(0),
-            failed: AtomicBool::new(false),
             remote: RwLock::new(None),
             disk,
+            propose_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The partition's Raft group.
+    pub fn group(&self) -> &Arc<Group> {
+        &self.group
+    }
+
+    fn log(&self) -> &RwLock<SegmentLog> {
+        self.group.log.log()
+    }
+
+    /// The current leader epoch (the group's Raft term).
+    pub fn leader_epoch(&self) -> i32 {
+        i32::try_from(self.group.state().1).unwrap_or(i32::MAX)
+    }
+
+    /// Whether this replica serves as the partition's leader: it leads its group, has applied an
+    /// entry of its term, still hears from a quorum of its voters, and is not fenced.
+    pub fn is_leader(&self) -> bool {
+        let me = self.rt.node_id();
+        self.group.is_ready_leader()
+            && self.rt.quorum_alive(&self.group)
+            && !self.rt.fenced().contains(&me)
+    }
+
+    /// Whether this replica's Raft group elected it and it applied an entry of its term (what the
+    /// coordinators load state for; serving also needs [`Partition::is_leader`]'s checks).
+    pub fn is_raft_leader(&self) -> bool {
+        self.group.is_ready_leader()
+    }
+
+    /// The leader's broker id as this replica knows it (-1: none).
+    pub fn leader_id(&self) -> i32 {
+        self.group
+            .state()
+            .2
+            .and_then(|l| i32::try_from(l).ok())
+            .unwrap_or(-1)
+    }
+
+    fn check_leader(&self) -> Result<(), BrokerError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            self.explain_not_leader();
+            Err(BrokerError::NotLeader(self.label.clone()))
+        }
+    }
+
+    /// Logs (debug) why this replica does not serve as leader.
+    pub fn explain_not_leader(&self) {
+        tracing::debug!(
+            partition = %self.label,
+            ready = self.group.is_ready_leader(),
+            quorum = self.rt.quorum_alive(&self.group),
+            state = ?self.group.state(),
+            applied_term = self.group.log.applied_term(),
+            "not serving as leader"
+        );
     }
 
     /// Attaches the partition's remote tier.
@@ -237,17 +199,14 @@ impl Partition {
 
     /// Applies new topic settings (after AlterConfigs).
     pub fn set_settings(&self, settings: TopicSettings) {
-        let relaxed = !settings.fsync_before_ack();
-        let end = {
-            let mut log = self.log.write();
-            log.set_config(settings.log.clone());
-            log.log_end_offset()
-        };
+        self.log().write().set_config(settings.log.clone());
+        self.group.log.set_durability(
+            !settings.fsync_before_ack(),
+            settings
+                .flush_ms
+                .map_or(0, |ms| u64::try_from(ms.max(1)).unwrap_or(u64::MAX)),
+        );
         *self.settings.write() = settings;
-        if relaxed {
-            self.publish_high_watermark(end);
-        }
-        self.flush_wanted.notify_one();
     }
 
     /// Current settings.
@@ -255,9 +214,15 @@ impl Partition {
         self.settings.read().clone()
     }
 
-    /// Validates and appends a produce payload; with `wait_durable`, returns only once it is fsynced
-    /// (unless the topic relaxed durability with flush.messages/flush.ms).
-    pub async fn produce(&self, records: &Bytes, acks: i16) -> Result<ProduceResult, BrokerError> {
+    /// Validates a produce payload and proposes each of its batches to the partition's Raft group;
+    /// acks=1 returns after the leader's append, acks=-1 once committed (below the high watermark)
+    /// and held by `min_insync` replicas.
+    pub async fn produce(
+        &self,
+        records: &Bytes,
+        acks: i16,
+        min_insync: usize,
+    ) -> Result<ProduceResult, BrokerError> {
         let headers = tiering::validate_batches(records)?;
         let target = self.settings.read().compression;
         let recompressed;
@@ -279,74 +244,241 @@ impl Partition {
         if self.settings.read().compact {
             self.check_keys(records, &headers)?;
         }
-        if self.failed.load(Ordering::Acquire) {
+        if self.group.log.is_failed() {
             return Err(self.log_err(LogError::Corrupt {
                 context: "partition is offline after an fsync failure".into(),
             }));
         }
         self.disk.check()?;
-        let mut buf = BytesMut::from(&records[..]);
+        self.check_leader()?;
+        if acks == -1 && min_insync > 1 {
+            let in_sync = self.in_sync_replicas().len();
+            if in_sync < min_insync {
+                return Err(BrokerError::NotEnoughReplicas {
+                    partition: self.label.clone(),
+                    in_sync,
+                    min: min_insync,
+                });
+            }
+        }
+        let term = self.group.state().1;
         let now = now_ms();
-        let mut result: Option<ProduceResult> = None;
-        let mut appended_records = 0i64;
+        let mut waits = Vec::with_capacity(headers.len());
         {
-            let mut log = self.log.write();
+            let _order = self.propose_lock.lock().await;
             let mut pos = 0usize;
             for h in &headers {
                 let size = h.total_size();
-                let batch = &mut buf[pos..pos + size];
+                let batch = records.slice(pos..pos + size);
                 pos += size;
-                let (base, last, append_time) =
-                    match log.append_batch(batch, self.leader_epoch(), now) {
-                        Ok(AppendOutcome::Appended {
-                            base_offset,
-                            last_offset,
-                            log_append_time_ms,
-                        }) => {
-                            appended_records += i64::from(h.records_count.max(0));
-                            (base_offset, last_offset, log_append_time_ms.unwrap_or(-1))
-                        }
-                        Ok(AppendOutcome::Duplicate {
-                            base_offset,
-                            last_offset,
-                        }) => (base_offset, last_offset, -1),
-                        Err(e) => return Err(self.log_err(e)),
-                    };
-                let r = result.get_or_insert(ProduceResult {
-                    base_offset: base,
-                    last_offset: last,
-                    log_append_time_ms: append_time,
-                    log_start_offset: 0,
-                });
-                r.last_offset = last;
-            }
-            let end = log.log_end_offset();
-            let start = log.log_start_offset();
-            if let Some(r) = result.as_mut() {
-                r.log_start_offset = start;
-            }
-            if !self.settings.read().fsync_before_ack() {
-                self.publish_high_watermark(end);
+                let (id, outcome) = self.group.log.register_proposal();
+                let (responder, complete) = openraft::impls::ProgressResponder::complete_only();
+                let sent = self
+                    .group
+                    .raft
+                    .write(Record::Proposal {
+                        id,
+                        now_ms: now,
+                        batch,
+                    })
+                    .with_leader(crate::replication::types::committed_leader(term))
+                    .responder(responder)
+                    .await;
+                if sent.is_err() {
+                    self.group.log.forget_proposal(id);
+                    return Err(BrokerError::NotLeader(self.label.clone()));
+                }
+                waits.push((id, outcome, complete));
             }
         }
-        let result = result.ok_or_else(|| BrokerError::InvalidRequest("no record batch".into()))?;
-        self.disk.appended(buf.len() as u64);
-        let settings = self.settings.read().clone();
-        if settings.fsync_before_ack() {
-            if acks == -1 {
-                self.wait_durable(result.last_offset + 1).await?;
-            } else {
-                // acks=0/1 don't wait, but their batches join the next group commit.
-                self.flush_wanted.notify_one();
+        self.disk.appended(records.len() as u64);
+        let mut result: Option<ProduceResult> = None;
+        for (id, mut outcome, mut complete) in waits {
+            // The append outcome arrives first; a write openraft refused (no longer leader)
+            // answers on `complete` instead, without an outcome.
+            let mut committed = false;
+            let appended = tokio::select! {
+                biased;
+                o = &mut outcome => o.map_err(|_| BrokerError::NotLeader(self.label.clone()))?,
+                done = &mut complete => match done {
+                    Ok(Ok(_)) => {
+                        committed = true;
+                        // Committed, so appended: the outcome was sent before.
+                        (&mut outcome)
+                            .await
+                            .map_err(|_| BrokerError::NotLeader(self.label.clone()))?
+                    }
+                    Ok(Err(e)) => {
+                        self.group.log.forget_proposal(id);
+                        return Err(BrokerError::NotLeader(format!("{}: {e}", self.label)));
+                    }
+                    Err(_) => {
+                        self.group.log.forget_proposal(id);
+                        return Err(BrokerError::NotLeader(self.label.clone()));
+                    }
+                },
+            };
+            let appended = appended.map_err(|e| self.log_err(e))?;
+            let (base, last, append_time) = match appended {
+                tiering::AppendOutcome::Appended {
+                    base_offset,
+                    last_offset,
+                    log_append_time_ms,
+                } => (base_offset, last_offset, log_append_time_ms.unwrap_or(-1)),
+                tiering::AppendOutcome::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => (base_offset, last_offset, -1),
+            };
+            if acks == -1 && !committed {
+                match complete.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        return Err(BrokerError::NotLeader(format!("{}: {e}", self.label)))
+                    }
+                    Err(_) => return Err(BrokerError::NotLeader(self.label.clone())),
+                }
             }
-        } else if let Some(n) = settings.flush_messages {
-            let pending =
-                self.unflushed.fetch_add(appended_records, Ordering::AcqRel) + appended_records;
-            if pending >= n {
-                self.flush_wanted.notify_one();
-            }
+            let r = result.get_or_insert(ProduceResult {
+                base_offset: base,
+                last_offset: last,
+                log_append_time_ms: append_time,
+                log_start_offset: 0,
+            });
+            r.last_offset = last;
         }
+        let mut result =
+            result.ok_or_else(|| BrokerError::InvalidRequest("no record batch".into()))?;
+        if acks == -1 && min_insync > self.quorum_size() {
+            self.wait_replicated(result.last_offset + 1, min_insync)
+                .await?;
+        }
+        result.log_start_offset = self.log_start_offset();
         Ok(result)
+    }
+
+    /// Proposes a control entry and waits until it is committed and applied.
+    async fn propose_control(&self, control: Control) -> Result<(), BrokerError> {
+        self.check_leader()?;
+        let term = self.group.state().1;
+        let (responder, complete) = openraft::impls::ProgressResponder::complete_only();
+        self.group
+            .raft
+            .write(Record::Control(control))
+            .with_leader(crate::replication::types::committed_leader(term))
+            .responder(responder)
+            .await
+            .map_err(|e| BrokerError::NotLeader(format!("{}: {e}", self.label)))?;
+        match tokio::time::timeout(Duration::from_secs(30), complete).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(BrokerError::NotLeader(format!("{}: {e}", self.label))),
+            Ok(Err(_)) => Err(BrokerError::NotLeader(self.label.clone())),
+            Err(_) => Err(BrokerError::RequestTimedOut),
+        }
+    }
+
+    /// Voters of the group.
+    fn voters(&self) -> Vec<u64> {
+        let m = self.group.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    fn quorum_size(&self) -> usize {
+        self.voters().len() / 2 + 1
+    }
+
+    /// The replicas in sync with this leader (itself included), as broker ids.
+    pub fn in_sync_replicas(&self) -> Vec<i32> {
+        self.group
+            .update_isr(self.rt.node_id(), self.rt.settings().lag_max)
+            .into_iter()
+            .filter_map(|b| i32::try_from(b).ok())
+            .collect()
+    }
+
+    /// Waits until `min_insync` voters (the leader included) hold the log up to Kafka offset
+    /// `offset` (NOT_ENOUGH_REPLICAS_AFTER_APPEND if they do not in time).
+    async fn wait_replicated(&self, offset: i64, min_insync: usize) -> Result<(), BrokerError> {
+        let index = self
+            .log()
+            .read()
+            .last_entry_below(offset)
+            .ok()
+            .flatten()
+            .map_or(0, |e| e.index);
+        let me = self.rt.node_id();
+        let mut metrics = self.group.raft.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let held = {
+                let m = metrics.borrow_watched();
+                let followers = m.replication.as_ref().map_or(0, |r| {
+                    r.iter()
+                        .filter(|(id, matched)| {
+                            **id != me && matched.as_ref().is_some_and(|l| l.index >= index)
+                        })
+                        .count()
+                });
+                followers + 1
+            };
+            if held >= min_insync {
+                return Ok(());
+            }
+            let changed = tokio::time::timeout_at(deadline, metrics.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(BrokerError::NotEnoughReplicasAfterAppend(
+                    self.label.clone(),
+                ));
+            }
+        }
+    }
+
+    /// The end of the offloaded log all replicas agreed on (an applied `Offloaded` entry).
+    pub fn agreed_offloaded_end(&self) -> Option<i64> {
+        self.group.log.applied().offloaded_end
+    }
+
+    /// Leader: records through the partition's log that everything below `end` is offloaded, and
+    /// waits until it is committed.
+    pub async fn record_offloaded(&self, end: i64) -> Result<(), BrokerError> {
+        self.propose_control(Control::Offloaded { next_offset: end })
+            .await
+    }
+
+    /// Moves the replica's snapshot boundary to Kafka offset `offset` and asks its group to purge
+    /// the entries below it, so segments there can be deleted (by the next retention pass).
+    pub fn request_purge(&self, offset: i64) {
+        let Ok(Some(below)) = self.log().read().last_entry_below(offset) else {
+            return;
+        };
+        if self
+            .log()
+            .read()
+            .purged_entry()
+            .is_some_and(|p| p.index >= below.index)
+        {
+            return;
+        }
+        self.group.sm.set_snapshot_boundary(offset);
+        let raft = self.group.raft.clone();
+        let label = self.label.clone();
+        let built = self
+            .group
+            .log
+            .snapshot()
+            .and_then(|(meta, _)| meta.last_log_id)
+            .is_some_and(|l| l.index >= below.index);
+        tokio::spawn(async move {
+            let r = if built {
+                raft.trigger().purge_log(below.index).await
+            } else {
+                raft.trigger().snapshot().await
+            };
+            if let Err(e) = r {
+                tracing::debug!(partition = %label, error = %e, "cannot move the snapshot boundary");
+            }
+        });
     }
 
     /// Re-encodes every batch of a produce payload in the topic's `compression.type`.
@@ -397,114 +529,36 @@ impl Partition {
         })
     }
 
-    /// Waits until everything below `offset` is fsynced.
-    pub async fn wait_durable(&self, offset: i64) -> Result<(), BrokerError> {
-        let mut rx = self.durable_tx.subscribe();
-        self.flush_wanted.notify_one();
-        loop {
-            let d = *rx.borrow_and_update();
-            if d.failed {
-                return Err(self.log_err(LogError::Corrupt {
-                    context: "fsync failed; partition is offline".into(),
-                }));
-            }
-            if d.offset >= offset {
-                return Ok(());
-            }
-            if rx.changed().await.is_err() {
-                return Err(BrokerError::ShuttingDown);
-            }
-        }
-    }
-
-    /// Runs the group-commit flusher until `cancel` fires, then fsyncs one last time.
-    pub async fn run_flusher(self: Arc<Self>) {
-        let cancel = self.cancel.clone();
-        loop {
-            let interval = self
-                .settings
-                .read()
-                .flush_ms
-                .map(|ms| Duration::from_millis(ms.max(1) as u64))
-                .unwrap_or(Duration::from_secs(3600));
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = self.flush_wanted.notified() => {}
-                _ = tokio::time::sleep(interval) => {}
-            }
-            self.sync_once().await;
-        }
-        self.sync_once().await;
-    }
-
-    async fn sync_once(&self) {
-        let pending = self.log.read().pending_sync();
-        let end = pending.end_offset();
-        if end <= self.durable_tx.borrow().offset && !self.durable_tx.borrow().failed {
-            return;
-        }
-        self.unflushed.store(0, Ordering::Release);
-        let res = tokio::task::spawn_blocking(move || pending.sync()).await;
-        match res {
-            Ok(Ok(())) => {
-                // Visible before acknowledged: an acks=all producer woken by `durable_tx` must find
-                // its records below the high watermark.
-                self.publish_high_watermark(end);
-                self.durable_tx
-                    .send_modify(|d| d.offset = d.offset.max(end));
-            }
-            Ok(Err(e)) => {
-                tracing::error!(partition = %self.label, error = %e, "fsync failed; taking partition offline");
-                self.failed.store(true, Ordering::Release);
-                self.durable_tx.send_modify(|d| d.failed = true);
-            }
-            Err(e) => {
-                tracing::error!(partition = %self.label, error = %e, "fsync task failed");
-            }
-        }
-    }
-
-    /// Raises the high watermark to `offset` (never lowers it) and wakes long-polling fetches.
-    fn publish_high_watermark(&self, offset: i64) {
-        self.end_tx.send_if_modified(|v| {
-            let raise = offset > *v;
-            if raise {
-                *v = offset;
-            }
-            raise
-        });
-    }
-
     /// Reads whole batches from `offset` below the high watermark, at most `max_bytes` (but at least
     /// one batch if `min_one`).
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<Bytes, BrokerError> {
         let hw = self.high_watermark();
-        let log = self.log.read();
+        let log = self.log().read();
         log.read(offset, max_bytes, hw.min(log.log_end_offset()), min_one)
             .map_err(|e| self.log_err(e))
     }
 
-    /// High watermark: the durable offset by default, the log end offset when durability is relaxed.
+    /// High watermark: the Kafka offset after the last committed entry this replica applied.
     pub fn high_watermark(&self) -> i64 {
-        *self.end_tx.borrow()
+        self.group.log.high_watermark()
     }
 
     /// Log start offset (over both tiers).
     pub fn log_start_offset(&self) -> i64 {
-        let local = self.log.read().log_start_offset();
+        let local = self.log().read().log_start_offset();
         self.logical_start(local)
     }
 
     /// The first offset still on local disk.
     pub fn local_log_start_offset(&self) -> i64 {
-        self.log.read().log_start_offset()
+        self.log().read().log_start_offset()
     }
 
     /// (log start over both tiers, high watermark, local size in bytes).
     pub fn offsets(&self) -> (i64, i64, u64) {
         let hw = self.high_watermark();
         let (local_start, end, size) = {
-            let log = self.log.read();
+            let log = self.log().read();
             (
                 log.log_start_offset(),
                 log.log_end_offset(),
@@ -522,7 +576,7 @@ impl Partition {
         max_bytes: usize,
         min_one: bool,
     ) -> Result<Bytes, BrokerError> {
-        let local_start = self.log.read().log_start_offset();
+        let local_start = self.log().read().log_start_offset();
         if offset < local_start {
             if let Some(remote) = self.remote() {
                 if remote.readable_start().is_some_and(|s| offset >= s) {
@@ -578,8 +632,8 @@ impl Partition {
             return self.offset_for_leader_epoch(epoch);
         };
         let (local, end) = {
-            let log = self.log.read();
-            (log.leader_epochs(), log.log_end_offset())
+            let log = self.log().read();
+            (PartitionLog::leader_epochs(&*log), log.log_end_offset())
         };
         let mut entries: Vec<EpochEntry> = remote.epochs();
         for e in local {
@@ -588,14 +642,22 @@ impl Partition {
             }
         }
         let floor = entries.partition_point(|e| e.epoch <= epoch);
-        let found = entries.get(floor.checked_sub(1)?)?;
+        let Some(found) = floor.checked_sub(1).and_then(|i| entries.get(i)) else {
+            // Below every known epoch: itself and the start of the earliest (Kafka's answer).
+            return entries.first().map(|first| (epoch, first.start_offset));
+        };
         let end = entries.get(floor).map_or(end, |next| next.start_offset);
         Some((found.epoch, end))
     }
 
-    /// DeleteRecords over both tiers: moves the log start to `offset` (-1 = high watermark).
+    /// DeleteRecords over both tiers: moves the log start to `offset` (-1 = high watermark). The
+    /// new start is a control entry of the partition's log, so every replica applies it; this
+    /// returns once it is committed.
     pub async fn delete_records_any(&self, offset: i64) -> Result<i64, BrokerError> {
-        let hw = self.high_watermark().min(self.log.read().log_end_offset());
+        self.check_leader()?;
+        let hw = self
+            .high_watermark()
+            .min(self.log().read().log_end_offset());
         let target = if offset == -1 { hw } else { offset };
         if target < 0 || target > hw {
             return Err(self.log_err(LogError::OffsetOutOfRange {
@@ -610,11 +672,11 @@ impl Partition {
                 .await
                 .map_err(|e| self.remote_err(e))?;
         }
-        {
-            let mut log = self.log.write();
-            if target > log.log_start_offset() {
-                log.purge_prefix(target).map_err(|e| self.log_err(e))?;
-            }
+        if target > self.log().read().log_start_offset() {
+            self.propose_control(Control::LogStart { offset: target })
+                .await?;
+            // Frees the segments now below the start (followers do it on their retention pass).
+            self.request_purge(target);
         }
         Ok(self.log_start_offset())
     }
@@ -626,7 +688,7 @@ impl Partition {
         limit: usize,
     ) -> Result<Vec<SealedSegment>, BrokerError> {
         let hw = self.high_watermark();
-        self.log
+        self.log()
             .read()
             .sealed_segments(from, hw, limit)
             .map_err(|e| self.log_err(e))
@@ -642,7 +704,7 @@ impl Partition {
     ) -> Result<Option<i64>, BrokerError> {
         let settings = self.settings.read().clone();
         let (current, boundary) = {
-            let log = self.log.read();
+            let log = self.log().read();
             let boundary = log.local_retention_boundary(
                 now_ms,
                 settings.local_retention_ms,
@@ -657,7 +719,7 @@ impl Partition {
         if boundary <= current {
             return Ok(None);
         }
-        self.log
+        self.log()
             .write()
             .purge_prefix(boundary)
             .map_err(|e| self.log_err(e))?;
@@ -667,14 +729,14 @@ impl Partition {
 
     /// Local bytes not offloaded yet (segments starting at or after `offloaded_end`).
     pub fn local_bytes_from(&self, offloaded_end: i64) -> u64 {
-        self.log.read().size_bytes_from(offloaded_end)
+        self.log().read().size_bytes_from(offloaded_end)
     }
 
     /// Offload backlog: (bytes, sealed segments) on local disk that are not offloaded yet (the
     /// bytes include the active segment).
     pub fn upload_lag(&self) -> Option<(u64, usize)> {
         let remote = self.remote()?;
-        let log = self.log.read();
+        let log = self.log().read();
         let end = remote
             .end_offset()
             .unwrap_or_else(|| log.log_start_offset());
@@ -683,17 +745,17 @@ impl Partition {
 
     /// Local bytes.
     pub fn local_size(&self) -> u64 {
-        self.log.read().size_bytes()
+        self.log().read().size_bytes()
     }
 
     /// A receiver that changes whenever the high watermark moves.
     pub fn subscribe_end(&self) -> watch::Receiver<i64> {
-        self.end_tx.subscribe()
+        self.group.log.subscribe_hw()
     }
 
     /// First record at or after `ts`.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
-        self.log
+        self.log()
             .read()
             .offset_for_timestamp(ts)
             .map_err(|e| self.log_err(e))
@@ -701,7 +763,7 @@ impl Partition {
 
     /// Record with the largest timestamp.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
-        self.log
+        self.log()
             .read()
             .max_timestamp_offset()
             .map_err(|e| self.log_err(e))
@@ -709,16 +771,18 @@ impl Partition {
 
     /// OffsetForLeaderEpoch lookup.
     pub fn offset_for_leader_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
-        self.log.read().offset_for_leader_epoch(epoch)
+        self.log().read().offset_for_leader_epoch(epoch)
     }
 
-    /// Applies time and size retention (a tiered partition's retention is run by the offload task).
+    /// Applies time and size retention (a tiered partition's retention is run by the offload
+    /// task). Segments holding entries Raft still needs stay until the snapshot boundary moved
+    /// past them (requested here; the next pass deletes them).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
         if self.remote().is_some() && self.settings.read().remote_storage {
             return Ok(0);
         }
         let outcome = self
-            .log
+            .log()
             .write()
             .apply_retention(now_ms)
             .map_err(|e| self.log_err(e))?;
@@ -731,12 +795,14 @@ impl Partition {
                 "retention deleted segments"
             );
         }
+        self.request_purge(outcome.log_start_offset);
         Ok(outcome.deleted_segments)
     }
 
     /// Flushes and closes the log (clean shutdown).
     pub fn close(&self) -> Result<(), BrokerError> {
-        self.log.write().close().map_err(|e| self.log_err(e))
+        self.group.log.flush_applied();
+        self.log().write().close().map_err(|e| self.log_err(e))
     }
 }
 
@@ -746,102 +812,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    use tiering::{LogConfig, MemoryLog};
-
-    use super::*;
-    use crate::topic_config::BrokerLayers;
-
-    fn batch(n: usize) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: 1_000 + i as i64,
-                key: None,
-                value: Some(Bytes::from(format!("v{i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .expect("encode");
-        buf.freeze()
-    }
-
-    fn partition(overrides: &[(&str, &str)]) -> Arc<Partition> {
-        let overrides: BTreeMap<String, String> = overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let settings = BrokerLayers::default().topic_settings(&overrides);
-        Partition::new(
-            "t".into(),
-            Uuid::new_v4(),
-            0,
-            Box::new(MemoryLog::new(LogConfig::default())),
-            settings,
-            Arc::new(DiskGuard::unlimited()),
-            CancellationToken::new(),
-        )
-    }
-
-    #[tokio::test]
-    async fn records_become_visible_only_once_durable_by_default() {
-        let p = partition(&[]);
-        let r = p.produce(&batch(3), 1).await.expect("append");
-        assert_eq!((r.base_offset, r.last_offset), (0, 2));
-        // Appended, not yet fsynced (no flusher runs in this test): readers see nothing.
-        assert_eq!(p.high_watermark(), 0);
-        assert!(p.read(0, 1 << 20, true).expect("read").is_empty());
-        p.sync_once().await;
-        assert_eq!(p.high_watermark(), 3);
-        assert!(!p.read(0, 1 << 20, true).expect("read").is_empty());
-    }
-
-    #[tokio::test]
-    async fn relaxed_topics_expose_appends_at_once() {
-        let p = partition(&[("flush.ms", "1000")]);
-        p.produce(&batch(2), 1).await.expect("append");
-        assert_eq!(p.high_watermark(), 2);
-        assert!(!p.read(0, 1 << 20, true).expect("read").is_empty());
-    }
-
-    #[tokio::test]
-    async fn acks_all_returns_after_the_group_commit() {
-        let p = partition(&[]);
-        let flusher = tokio::spawn(p.clone().run_flusher());
-        let r = p.produce(&batch(4), -1).await.expect("acks=all");
-        assert_eq!(r.last_offset, 3);
-        assert_eq!(
-            p.high_watermark(),
-            4,
-            "acknowledged means durable and visible"
-        );
-        p.stop();
-        flusher.await.expect("flusher");
-    }
 }

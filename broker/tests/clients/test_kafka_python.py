@@ -11,6 +11,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from kafka.protocol.admin import DescribeLogDirsRequest_v0, DescribeLogDirsResponse_v0
+from kafka.protocol.metadata import MetadataRequest
 from kafka.protocol.offset_for_leader_epoch import OffsetForLeaderEpochRequest
 
 from strata_helpers import raw_request, wait_until
@@ -137,12 +138,22 @@ def test_offset_for_leader_epoch(broker, topic_name):
     adm = _admin(broker)
     _create(adm, topic_name, partitions=2)
     _produce_counts(broker, topic_name, {0: 10, 1: 3})
+    # The leader epoch is the Raft term of the partition's group; ask for the current one.
+    md = raw_request(broker.bootstrap, MetadataRequest[7](topics=[topic_name], allow_auto_topic_creation=False))
+    # v7 partition: (error, index, leader, leader_epoch, replicas, isr, offline)
+    epochs = {p[1]: p[3] for t in md.topics for p in t[3]}
+    assert all(e is not None and e >= 1 for e in epochs.values()), epochs
     resp = raw_request(broker.bootstrap, OffsetForLeaderEpochRequest[3](
-        replica_id=-1, topics=[(topic_name, [(0, -1, 0), (1, -1, 0)])]))
+        replica_id=-1, topics=[(topic_name, [(0, -1, epochs[0]), (1, -1, epochs[1])])]))
     ((topic, parts),) = resp.topics
     assert topic == topic_name
-    # A single node leads with epoch 0 from offset 0: the end of epoch 0 is the log end offset.
-    assert sorted(parts) == [(0, 0, 0, 10), (0, 1, 0, 3)], parts
+    # A single node leads with one epoch from offset 0: the end of that epoch is the log end.
+    assert sorted(parts) == [(0, 0, epochs[0], 10), (0, 1, epochs[1], 3)], parts
+    # An epoch below every known one gets itself and the start of the earliest (Kafka's answer).
+    resp = raw_request(broker.bootstrap, OffsetForLeaderEpochRequest[3](
+        replica_id=-1, topics=[(topic_name, [(0, -1, 0)])]))
+    ((_, parts),) = resp.topics
+    assert parts == [(0, 0, 0, 0)], parts
     resp = raw_request(broker.bootstrap, OffsetForLeaderEpochRequest[3](
         replica_id=-1, topics=[(topic_name, [(7, -1, 0)])]))
     ((_, ((err, part, _epoch, _end),)),) = resp.topics

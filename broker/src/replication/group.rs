@@ -1,0 +1,221 @@
+//! One partition's Raft group on this broker: the openraft node, its storage, and what the driver
+//! tracks for it (the last contact with its leader, the election deadline, the ISR as its leader
+//! sees it).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::ServerState;
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use super::log::ReplicaLog;
+use super::state_machine::StateMachine;
+use super::types::{GroupId, PartitionRaft};
+
+/// How soon a candidate whose election did not finish tries again.
+pub const CANDIDATE_RETRY: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The last time this broker heard from a group's leader.
+#[derive(Debug, Clone, Copy)]
+pub struct Contact {
+    /// The leader.
+    pub leader: u64,
+    /// Its term.
+    pub term: u64,
+    /// When.
+    pub at: Instant,
+}
+
+/// A partition group hosted here.
+pub struct Group {
+    /// The partition.
+    pub id: GroupId,
+    /// `topic-partition`.
+    pub label: String,
+    /// The openraft node.
+    pub raft: PartitionRaft,
+    /// Its storage.
+    pub log: Arc<ReplicaLog>,
+    /// Its state machine (snapshot boundary).
+    pub sm: StateMachine,
+    /// The replica set the metadata assigns (the first is the preferred leader).
+    replicas: RwLock<Vec<u64>>,
+    contact: Mutex<Option<Contact>>,
+    /// This group's share of the randomized election timeout, in [0, 1).
+    jitter: f64,
+    /// When this node last started an election (or initialized the group).
+    last_attempt: Mutex<Option<Instant>>,
+    /// When the group was opened here.
+    opened: Instant,
+    /// Leader side: follower -> when its log last reached the leader's log end.
+    caught_up: Mutex<HashMap<u64, Instant>>,
+    /// Leader side: the leader's last log index at the previous driver tick.
+    last_target: Mutex<Option<u64>>,
+    /// Stops the group's flusher.
+    pub cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("label", &self.label).finish()
+    }
+}
+
+impl Group {
+    /// A group over `log` (its label names the group); `jitter` is its election timeout share.
+    pub(crate) fn new(
+        id: GroupId,
+        raft: PartitionRaft,
+        log: Arc<ReplicaLog>,
+        sm: StateMachine,
+        replicas: Vec<u64>,
+        jitter: f64,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            id,
+            label: log.label().to_string(),
+            raft,
+            log,
+            sm,
+            replicas: RwLock::new(replicas),
+            contact: Mutex::new(None),
+            jitter,
+            last_attempt: Mutex::new(None),
+            opened: Instant::now(),
+            caught_up: Mutex::new(HashMap::new()),
+            last_target: Mutex::new(None),
+            cancel,
+        }
+    }
+
+    /// The replica set from the metadata.
+    pub fn replicas(&self) -> Vec<u64> {
+        self.replicas.read().clone()
+    }
+
+    /// Takes a new replica set from the metadata.
+    pub fn set_replicas(&self, replicas: Vec<u64>) {
+        *self.replicas.write() = replicas;
+    }
+
+    /// Records contact with the leader `leader` of `term`.
+    pub fn record_contact(&self, leader: u64, term: u64) {
+        let mut c = self.contact.lock();
+        if c.is_none_or(|c| term >= c.term) {
+            *c = Some(Contact {
+                leader,
+                term,
+                at: Instant::now(),
+            });
+        }
+    }
+
+    /// The last contact with a leader.
+    pub fn contact(&self) -> Option<Contact> {
+        *self.contact.lock()
+    }
+
+    /// Whether this broker heard from a live leader other than `candidate` within `lease`.
+    pub fn leader_lease_held(
+        &self,
+        candidate: u64,
+        lease: Duration,
+        fenced: &BTreeSet<u64>,
+    ) -> bool {
+        self.contact().is_some_and(|c| {
+            c.leader != candidate && c.at.elapsed() < lease && !fenced.contains(&c.leader)
+        })
+    }
+
+    /// Whether this node should start an election (or initialize a pristine group) now: it has
+    /// heard from no live leader for its randomized election timeout, and its own last attempt is
+    /// at least that long ago.
+    ///
+    /// A candidate (its last election did not finish, e.g. a new group whose other replicas were
+    /// not open yet) retries sooner: after [`CANDIDATE_RETRY`] (jittered).
+    pub fn election_due(
+        &self,
+        timeout: std::time::Duration,
+        fenced: &BTreeSet<u64>,
+        candidate: bool,
+    ) -> bool {
+        let mine = timeout.mul_f64(1.0 + self.jitter / 2.0);
+        let retry = if candidate {
+            CANDIDATE_RETRY.mul_f64(1.0 + self.jitter).min(mine)
+        } else {
+            mine
+        };
+        let attempt = *self.last_attempt.lock();
+        if candidate && attempt.is_some_and(|at| at.elapsed() >= retry) {
+            return true;
+        }
+        let quiet_since = match self.contact() {
+            Some(c) if !fenced.contains(&c.leader) => c.at,
+            _ => self.opened,
+        };
+        quiet_since.elapsed() >= mine && attempt.is_none_or(|at| at.elapsed() >= retry)
+    }
+
+    /// Records an election attempt.
+    pub fn attempted(&self) {
+        *self.last_attempt.lock() = Some(Instant::now());
+    }
+
+    /// This node's Raft state, term and known leader.
+    pub fn state(&self) -> (ServerState, u64, Option<u64>) {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        (m.state, m.current_term, m.current_leader)
+    }
+
+    /// Whether this node leads the group and has applied an entry of its term (so its high
+    /// watermark covers everything a previous leader committed).
+    pub fn is_ready_leader(&self) -> bool {
+        let (state, term, _) = self.state();
+        state == ServerState::Leader && self.log.applied_term() == term
+    }
+
+    /// Leader side: updates which followers are caught up and returns the ISR (the leader plus
+    /// followers whose log reached the leader's end within `lag_max`).
+    pub fn update_isr(&self, me: u64, lag_max: Duration) -> Vec<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let now = Instant::now();
+        let target = *self.last_target.lock();
+        let mut caught = self.caught_up.lock();
+        if let Some(replication) = &m.replication {
+            for (follower, matched) in replication {
+                let index = matched.as_ref().map(|l| l.index);
+                if target.is_none_or(|t| index.is_some_and(|i| i >= t)) && index.is_some() {
+                    caught.insert(*follower, now);
+                }
+                caught.entry(*follower).or_insert(now);
+            }
+        }
+        *self.last_target.lock() = m.last_log_index;
+        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        caught.retain(|f, _| voters.contains(f));
+        let mut isr: Vec<u64> = voters
+            .iter()
+            .copied()
+            .filter(|v| {
+                *v == me
+                    || caught
+                        .get(v)
+                        .is_some_and(|at| now.duration_since(*at) < lag_max)
+            })
+            .collect();
+        isr.sort_unstable();
+        isr
+    }
+
+    /// Forgets ISR tracking (this node stopped leading).
+    pub fn reset_isr(&self) {
+        self.caught_up.lock().clear();
+        *self.last_target.lock() = None;
+    }
+}
