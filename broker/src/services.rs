@@ -149,7 +149,33 @@ impl Services {
         .await
         .map_err(|e| BrokerError::MetadataIo(format!("storage startup task failed: {e}")))??;
         services.start_tasks();
+        services
+            .wait_for_reported_sole_leaderships(
+                services.replication.settings().election_timeout * 2,
+            )
+            .await;
         Ok(services)
+    }
+
+    /// Waits (up to `patience`) until the metadata names this broker leader of every partition
+    /// only it replicates, so clients connecting right after start-up find their leaders.
+    async fn wait_for_reported_sole_leaderships(&self, patience: Duration) {
+        let me = self.node_id();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let pending = {
+                let view = self.cluster.view();
+                view.topics
+                    .values()
+                    .flat_map(|t| t.states.iter())
+                    .filter(|s| s.replicas == [me] && s.leader != me)
+                    .count()
+            };
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Opens the assigned replicas and loads the consumer groups (blocking).

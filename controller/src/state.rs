@@ -76,6 +76,53 @@ pub struct PartitionMetadata {
     /// In-sync replicas as the leader last reported them (the leader included).
     #[serde(default)]
     pub isr: Vec<BrokerId>,
+    /// The reassignment in progress, if any. While it lasts `replicas` lists every broker that
+    /// may hold the partition's data (the target first); a broker leaves `replicas` only when the
+    /// partition's leader reports that the group's voters are the target
+    /// ([`Command::CompleteReassignment`]).
+    #[serde(default)]
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A partition reassignment (AlterPartitionReassignments).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// The replica set before the reassignment began (what cancelling returns to).
+    pub original: Vec<BrokerId>,
+    /// The replica set being moved to.
+    pub target: Vec<BrokerId>,
+}
+
+impl PartitionMetadata {
+    /// The replica set the partition is moving to (its replicas when nothing moves).
+    pub fn target(&self) -> &[BrokerId] {
+        self.reassignment
+            .as_ref()
+            .map_or(&self.replicas, |r| &r.target)
+    }
+
+    /// Replicas a reassignment adds (Kafka's `adding_replicas`: in the target, not in the
+    /// original set).
+    pub fn adding(&self) -> Vec<BrokerId> {
+        self.reassignment.as_ref().map_or_else(Vec::new, |r| {
+            r.target
+                .iter()
+                .copied()
+                .filter(|b| !r.original.contains(b))
+                .collect()
+        })
+    }
+
+    /// Replicas a reassignment removes (Kafka's `removing_replicas`: hosting the partition, not
+    /// in the target).
+    pub fn removing(&self) -> Vec<BrokerId> {
+        let target = self.target();
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !target.contains(b))
+            .collect()
+    }
 }
 
 /// A topic.
@@ -330,6 +377,33 @@ pub enum Command {
         /// The partitions.
         partitions: Vec<LeadershipReport>,
     },
+    /// Start, replace or cancel partition reassignments. Each change is applied or refused on its
+    /// own ([`Outcome::Reassignments`] lists the refusals by position). Starting sets the target
+    /// and makes `replicas` the target followed by the other brokers hosting the partition;
+    /// replacing keeps the original set; cancelling makes the original set the target again (the
+    /// brokers that were being added are then removed by the partition's leader, as any
+    /// reassignment).
+    AlterReassignments {
+        /// The changes.
+        changes: Vec<ReassignmentChange>,
+    },
+    /// The leader of a partition's Raft group made its voters the reassignment's target:
+    /// `replicas` becomes the target and the reassignment ends. Ignored (not an error) when it
+    /// no longer matches the reassignment in progress.
+    CompleteReassignment {
+        /// Reporting broker (the group's leader).
+        broker_id: BrokerId,
+        /// Its current epoch.
+        broker_epoch: i64,
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// The leader's Raft term.
+        leader_epoch: i32,
+        /// The group's voters.
+        voters: Vec<BrokerId>,
+    },
     /// Hand a block of producer ids to a broker.
     AllocateProducerIds {
         /// Requesting broker.
@@ -416,6 +490,19 @@ impl fmt::Display for Command {
                 "report_leadership broker_id={broker_id} partitions={}",
                 partitions.len()
             ),
+            Command::AlterReassignments { changes } => {
+                write!(f, "alter_reassignments partitions={}", changes.len())
+            }
+            Command::CompleteReassignment {
+                broker_id,
+                topic_id,
+                partition,
+                voters,
+                ..
+            } => write!(
+                f,
+                "complete_reassignment broker_id={broker_id} topic_id={topic_id} partition={partition} voters={voters:?}"
+            ),
             Command::AllocateProducerIds {
                 broker_id, count, ..
             } => {
@@ -426,6 +513,17 @@ impl fmt::Display for Command {
             }
         }
     }
+}
+
+/// One partition's change in a [`Command::AlterReassignments`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignmentChange {
+    /// Topic id.
+    pub topic_id: Uuid,
+    /// Partition index.
+    pub partition: i32,
+    /// The new replica set, or `None` to cancel the reassignment in progress.
+    pub target: Option<Vec<BrokerId>>,
 }
 
 /// What an applied command produced.
@@ -462,6 +560,11 @@ pub enum Outcome {
     },
     /// Producer ids were allocated.
     ProducerIds(ProducerIdBlock),
+    /// Reassignment changes were applied; one entry per change, `Some` where it was refused.
+    Reassignments {
+        /// Refusals by position in the command.
+        errors: Vec<Option<CommandError>>,
+    },
 }
 
 /// Why a command was rejected. Each variant corresponds to a Kafka error code.
@@ -523,6 +626,14 @@ pub enum CommandError {
     /// INVALID_REQUEST for producer-id allocation.
     #[error("invalid producer id request: {0}")]
     InvalidProducerIdRequest(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS.
+    #[error("no reassignment in progress for topic_id={topic_id} partition={partition}")]
+    NoReassignmentInProgress {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+    },
 }
 
 impl CommandError {
@@ -651,7 +762,7 @@ pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, Com
                     "no new partitions given".into(),
                 ));
             }
-            let rf = topic.partitions.values().next().map(|p| p.replicas.len());
+            let rf = topic.partitions.values().next().map(|p| p.target().len());
             validate_assignments(state, &assignments, rf, topic.partitions.len())?;
             let first = topic.partitions.len();
             let new: Vec<(i32, PartitionMetadata)> = assignments
@@ -742,6 +853,47 @@ pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, Com
                     .collect();
             }
             Ok(Outcome::LeadersMoved { partitions: moved })
+        }
+        Command::AlterReassignments { changes } => {
+            let errors = changes
+                .into_iter()
+                .map(|c| alter_reassignment(state, c).err())
+                .collect();
+            Ok(Outcome::Reassignments { errors })
+        }
+        Command::CompleteReassignment {
+            broker_id,
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            voters,
+        } => {
+            current_broker(state, broker_id, broker_epoch)?;
+            let p = state
+                .topics
+                .get_mut(&topic_id)
+                .and_then(|t| t.partitions.get_mut(&partition))
+                .ok_or(CommandError::UnknownPartition {
+                    topic_id,
+                    partition,
+                })?;
+            let Some(r) = &p.reassignment else {
+                return Ok(Outcome::Done);
+            };
+            let same = |a: &[BrokerId], b: &[BrokerId]| {
+                a.len() == b.len() && a.iter().all(|x| b.contains(x))
+            };
+            if leader_epoch < p.leader_epoch || !same(&r.target, &voters) {
+                return Ok(Outcome::Done);
+            }
+            p.replicas = r.target.clone();
+            p.reassignment = None;
+            p.isr.retain(|b| voters.contains(b));
+            if !p.replicas.contains(&p.leader) {
+                p.leader = NO_LEADER;
+            }
+            Ok(Outcome::Done)
         }
         Command::AllocateProducerIds {
             broker_id,
@@ -915,7 +1067,63 @@ fn new_partition(replicas: Vec<BrokerId>) -> PartitionMetadata {
         leader: NO_LEADER,
         leader_epoch: 0,
         isr: Vec::new(),
+        reassignment: None,
     }
+}
+
+/// Applies one change of [`Command::AlterReassignments`]; on `Err` the partition is unchanged.
+fn alter_reassignment(
+    state: &mut MetadataState,
+    change: ReassignmentChange,
+) -> Result<(), CommandError> {
+    let ReassignmentChange {
+        topic_id,
+        partition,
+        target,
+    } = change;
+    if let Some(t) = &target {
+        validate_assignments(
+            state,
+            &[PartitionAssignment {
+                replicas: t.clone(),
+            }],
+            None,
+            0,
+        )?;
+    }
+    let p = state
+        .topics
+        .get_mut(&topic_id)
+        .ok_or(CommandError::UnknownTopicId(topic_id))?
+        .partitions
+        .get_mut(&partition)
+        .ok_or(CommandError::UnknownPartition {
+            topic_id,
+            partition,
+        })?;
+    let original = match (&p.reassignment, &target) {
+        (None, None) => {
+            return Err(CommandError::NoReassignmentInProgress {
+                topic_id,
+                partition,
+            })
+        }
+        (Some(r), _) => r.original.clone(),
+        (None, Some(_)) => p.replicas.clone(),
+    };
+    let target = target.unwrap_or_else(|| original.clone());
+    let hosts = p.replicas.clone();
+    let mut replicas = target.clone();
+    replicas.extend(hosts.iter().copied().filter(|b| !target.contains(b)));
+    let settled = replicas.len() == target.len() && p.reassignment.is_none();
+    p.replicas = replicas;
+    p.reassignment = if settled {
+        // Nothing to add or remove: only the preferred order changed.
+        None
+    } else {
+        Some(Reassignment { original, target })
+    };
+    Ok(())
 }
 
 /// The existing topic whose name equals `name` once '.' and '_' are treated alike (Kafka refuses
@@ -1304,6 +1512,109 @@ mod tests {
         )
     }
 
+    fn reassign(
+        state: &mut MetadataState,
+        topic: u128,
+        partition: i32,
+        target: Option<&[BrokerId]>,
+    ) -> Option<CommandError> {
+        match apply(
+            state,
+            Command::AlterReassignments {
+                changes: vec![ReassignmentChange {
+                    topic_id: Uuid::from_u128(topic),
+                    partition,
+                    target: target.map(<[BrokerId]>::to_vec),
+                }],
+            },
+        ) {
+            Ok(Outcome::Reassignments { mut errors }) => errors.pop().flatten(),
+            other => panic!("alter reassignments: {other:?}"),
+        }
+    }
+
+    /// A reassignment keeps every broker that may hold data in `replicas` until the leader
+    /// reports the target as its voters; replacing keeps the original set, cancelling returns to
+    /// it (removing the brokers that were being added), and mismatched completions are ignored.
+    #[test]
+    fn reassignments_start_replace_cancel_and_complete() {
+        let mut s = MetadataState::default();
+        let e: Vec<i64> = (1..=5).map(|b| register(&mut s, b, 0)).collect();
+        create(&mut s, "t", 1, &[&[1, 2, 3]]).expect("create");
+        let id = Uuid::from_u128(1);
+        report(&mut s, 1, e[0], 1, 0, 2, &[1, 2, 3]).expect("leader");
+        let part = |s: &MetadataState| s.topics[&id].partitions[&0].clone();
+        // Unknown partition, unknown broker, duplicates, cancel without a reassignment.
+        assert!(matches!(
+            reassign(&mut s, 1, 7, Some(&[1])),
+            Some(CommandError::UnknownPartition { .. })
+        ));
+        assert_eq!(
+            reassign(&mut s, 1, 0, Some(&[1, 9])),
+            Some(CommandError::UnknownBroker(9))
+        );
+        assert!(matches!(
+            reassign(&mut s, 1, 0, Some(&[1, 1])),
+            Some(CommandError::InvalidReplicaAssignment(_))
+        ));
+        assert!(matches!(
+            reassign(&mut s, 1, 0, None),
+            Some(CommandError::NoReassignmentInProgress { .. })
+        ));
+        // A reorder only changes the preferred leader.
+        assert_eq!(reassign(&mut s, 1, 0, Some(&[2, 1, 3])), None);
+        assert_eq!(
+            (part(&s).replicas, part(&s).reassignment),
+            (vec![2, 1, 3], None)
+        );
+        // Move 1 -> 4: the target first, then the brokers still hosting it.
+        assert_eq!(reassign(&mut s, 1, 0, Some(&[2, 4, 3])), None);
+        let p = part(&s);
+        assert_eq!(p.replicas, vec![2, 4, 3, 1]);
+        assert_eq!((p.adding(), p.removing()), (vec![4], vec![1]));
+        // Replaced by 1 -> 5: 4 may hold data now, so it stays until the leader is done.
+        assert_eq!(reassign(&mut s, 1, 0, Some(&[2, 5, 3])), None);
+        let p = part(&s);
+        assert_eq!(p.replicas, vec![2, 5, 3, 4, 1]);
+        assert_eq!(
+            p.reassignment.as_ref().map(|r| r.original.clone()),
+            Some(vec![2, 1, 3])
+        );
+        assert_eq!((p.adding(), p.removing()), (vec![5], vec![4, 1]));
+        // A completion with other voters, or an older term, is ignored.
+        let complete = |s: &mut MetadataState, voters: &[BrokerId], term: i32| {
+            apply(
+                s,
+                Command::CompleteReassignment {
+                    broker_id: 2,
+                    broker_epoch: e[1],
+                    topic_id: id,
+                    partition: 0,
+                    leader_epoch: term,
+                    voters: voters.to_vec(),
+                },
+            )
+        };
+        complete(&mut s, &[2, 4, 3], 3).expect("mismatch");
+        complete(&mut s, &[2, 5, 3], 1).expect("old term");
+        assert_eq!(part(&s).replicas.len(), 5);
+        // Cancel: the original set is the target again; 4 and 5 are removed by the leader.
+        assert_eq!(reassign(&mut s, 1, 0, None), None);
+        let p = part(&s);
+        assert_eq!(p.replicas, vec![2, 1, 3, 5, 4]);
+        assert_eq!((p.adding(), p.removing()), (vec![], vec![5, 4]));
+        // Re-target and complete.
+        assert_eq!(reassign(&mut s, 1, 0, Some(&[5, 2, 3])), None);
+        report(&mut s, 2, e[1], 1, 0, 3, &[2, 3, 5, 1]).expect("leader 2");
+        complete(&mut s, &[3, 2, 5], 3).expect("complete");
+        let p = part(&s);
+        assert_eq!(
+            (p.replicas.clone(), p.reassignment.clone()),
+            (vec![5, 2, 3], None)
+        );
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2, 3, 5]));
+    }
+
     /// Leaders come from their Raft groups' reports; fencing clears leadership (no unclean hand-
     /// over), and stale or foreign reports are ignored.
     #[test]
@@ -1507,6 +1818,35 @@ mod tests {
                     }],
                 }
             ),
+            (
+                0..3u128,
+                0..2i32,
+                proptest::option::of(proptest::collection::vec(broker.clone(), 0..4))
+            )
+                .prop_map(|(id, partition, target)| Command::AlterReassignments {
+                    changes: vec![ReassignmentChange {
+                        topic_id: Uuid::from_u128(id),
+                        partition,
+                        target,
+                    }],
+                }),
+            (
+                broker.clone(),
+                0..6i64,
+                0..3u128,
+                0..2i32,
+                proptest::collection::vec(broker.clone(), 1..4)
+            )
+                .prop_map(|(b, e, id, partition, voters)| {
+                    Command::CompleteReassignment {
+                        broker_id: b,
+                        broker_epoch: e,
+                        topic_id: Uuid::from_u128(id),
+                        partition,
+                        leader_epoch: 3,
+                        voters,
+                    }
+                }),
             (broker, 0..6i64, 0..5u32).prop_map(|(b, e, count)| Command::AllocateProducerIds {
                 broker_id: b,
                 broker_epoch: e,
@@ -1532,6 +1872,14 @@ mod tests {
                         if p.leader != NO_LEADER {
                             prop_assert!(p.replicas.contains(&p.leader));
                             prop_assert!(s.is_unfenced(p.leader), "leader {} is fenced", p.leader);
+                        }
+                        // Every broker that may hold data stays in `replicas` while a
+                        // reassignment runs, and the target comes first.
+                        let mut seen = BTreeSet::new();
+                        prop_assert!(p.replicas.iter().all(|b| seen.insert(*b)), "duplicate replica");
+                        if let Some(r) = &p.reassignment {
+                            prop_assert_eq!(&p.replicas[..r.target.len()], &r.target[..]);
+                            prop_assert!(r.original.iter().all(|b| p.replicas.contains(b)));
                         }
                     }
                 }

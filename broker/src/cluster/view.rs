@@ -191,7 +191,7 @@ impl ClusterView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use controller::state::{apply, Command, Listener, PartitionAssignment};
+    use controller::state::{apply, Command, LeadershipReport, Listener, PartitionAssignment};
 
     #[test]
     fn view_follows_state() {
@@ -226,9 +226,32 @@ mod tests {
             },
         )
         .expect("create");
+        let created = ClusterView::from_state(&st, 3);
+        assert_eq!(
+            created.partition("t", 1).map(|p| p.leader),
+            Some(NO_LEADER),
+            "a new partition has no leader until its group elects one"
+        );
+        let topic_id = Uuid::from_u128(7);
+        let epoch2 = st.brokers[&2].epoch;
+        apply(
+            &mut st,
+            Command::ReportLeadership {
+                broker_id: 2,
+                broker_epoch: epoch2,
+                partitions: vec![LeadershipReport {
+                    topic_id,
+                    partition: 1,
+                    leader_epoch: 1,
+                    isr: vec![2],
+                }],
+            },
+        )
+        .expect("report");
         let v = ClusterView::from_state(&st, 3);
         assert_eq!(v.topics["t"].partitions, 2);
         assert_eq!(v.partition("t", 1).map(|p| p.leader), Some(2));
+        assert_eq!(v.partition("t", 1).map(|p| p.isr.clone()), Some(vec![2]));
         assert_eq!(v.endpoint(2), Some(("h".into(), 9002)));
         assert!(v.partition("t", 2).is_none());
         assert!(v.partition("t", -1).is_none());

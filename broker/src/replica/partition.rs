@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::disk_guard::DiskGuard;
 use crate::error::BrokerError;
 use crate::replication::group::Group;
+pub use crate::replication::types::now_ms;
 use crate::replication::types::{Control, Record};
 use crate::replication::Replication;
 use crate::topic_config::TopicSettings;
@@ -804,12 +805,4 @@ impl Partition {
         self.group.log.flush_applied();
         self.log().write().close().map_err(|e| self.log_err(e))
     }
-}
-
-/// Wall-clock milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

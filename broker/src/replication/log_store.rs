@@ -115,7 +115,7 @@ impl LogStore {
     /// Appends one entry under the log's write lock.
     fn append_one(&self, log: &mut tiering::SegmentLog, entry: Entry) -> io::Result<()> {
         let id = to_entry_id(&entry.log_id);
-        let now = crate::replica::now_ms();
+        let now = super::types::now_ms();
         match entry.payload {
             EntryPayload::Normal(Record::Proposal {
                 id: pid,

@@ -164,6 +164,9 @@ impl RaftStateMachine<PartitionRaftConfig> for StateMachine {
             + OptionalSend,
     {
         let mut hw = None;
+        // Responders answer only after the high watermark covers their entries: a producer
+        // (or the group coordinator) that reads right after its write must see it.
+        let mut responders = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             match &entry.payload {
@@ -178,12 +181,13 @@ impl RaftStateMachine<PartitionRaftConfig> for StateMachine {
                 _ => {}
             }
             self.log.set_applied(|a| a.last = Some(log_id));
-            if let Some(r) = responder {
-                r.send(());
-            }
+            responders.extend(responder);
         }
         if let Some(offset) = hw {
             self.log.publish_hw(offset);
+        }
+        for r in responders {
+            r.send(());
         }
         Ok(())
     }
