@@ -110,8 +110,12 @@ pub async fn run(
                         Some(true) => {
                             g.attempted();
                             tracing::debug!(partition = %g.label, term, "no live leader; starting an election");
-                            // Pre-vote first: a node that cannot win does not raise the term.
-                            if let Err(e) = g.raft.trigger().elect(true).await {
+                            // A real election, not openraft's pre-vote: openraft's own lease
+                            // never lapses here (see `Replication::new`), so its pre-vote would
+                            // be skipped for ever. Peers still refuse while Strata's lease holds
+                            // (`handle_frame`), and this is only due once no live leader was
+                            // heard from for the election timeout.
+                            if let Err(e) = g.raft.trigger().elect(false).await {
                                 tracing::warn!(partition = %g.label, error = %e, "cannot start an election");
                             }
                         }
