@@ -161,20 +161,26 @@ impl Services {
     /// only it replicates, so clients connecting right after start-up find their leaders.
     async fn wait_for_reported_sole_leaderships(&self, patience: Duration) {
         let me = self.node_id();
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let pending = {
-                let view = self.cluster.view();
-                view.topics
-                    .values()
-                    .flat_map(|t| t.states.iter())
-                    .filter(|s| s.replicas == [me] && s.leader != me)
-                    .count()
-            };
-            if pending == 0 || tokio::time::Instant::now() >= deadline {
-                return;
+        let mut published = self.cluster.subscribe_reconciled();
+        let all_reported = || {
+            let view = self.cluster.view();
+            !view
+                .topics
+                .values()
+                .flat_map(|t| t.states.iter())
+                .any(|s| s.replicas == [me] && s.leader != me)
+        };
+        // The view only changes when a new one is published, so wait for that, not a timer.
+        let waited = tokio::time::timeout(patience, async {
+            while !all_reported() {
+                if published.changed().await.is_err() {
+                    return;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        })
+        .await;
+        if waited.is_err() {
+            tracing::debug!("start-up: not every sole-replica leadership reported in time");
         }
     }
 
