@@ -135,7 +135,8 @@ pub async fn run_reconciler(
             .replication()
             .set_cluster(next.replication_endpoints(), next.fenced_brokers());
         // Leaderships the metadata does not show (this broker was fenced and came back, or a
-        // report was lost): report them again.
+        // report was lost), or with another ISR than this leader computed (fencing takes a
+        // broker out of every ISR in the metadata alone): report them again.
         let me = cfg.node_id;
         let wrong: Vec<GroupId> = replicas
             .all()
@@ -144,7 +145,15 @@ pub async fn run_reconciler(
             .filter(|p| {
                 next.topic_by_id(p.topic_id)
                     .and_then(|t| usize::try_from(p.index).ok().and_then(|i| t.states.get(i)))
-                    .is_some_and(|s| s.leader != me || s.leader_epoch < p.leader_epoch())
+                    .is_some_and(|s| {
+                        if s.leader != me || s.leader_epoch < p.leader_epoch() {
+                            return true;
+                        }
+                        let isr = p.last_isr();
+                        let mut shown = s.isr.clone();
+                        shown.sort_unstable();
+                        !isr.is_empty() && isr != shown
+                    })
             })
             .map(|p| GroupId {
                 topic_id: p.topic_id,

@@ -378,6 +378,15 @@ impl Partition {
         }
     }
 
+    /// The ISR the driver last computed for this leader (empty on a follower), sorted.
+    pub fn last_isr(&self) -> Vec<i32> {
+        self.group
+            .isr()
+            .into_iter()
+            .filter_map(|b| i32::try_from(b).ok())
+            .collect()
+    }
+
     /// Voters of the group.
     fn voters(&self) -> Vec<u64> {
         let m = self.group.raft.metrics();
@@ -392,7 +401,11 @@ impl Partition {
     /// The replicas in sync with this leader (itself included), as broker ids.
     pub fn in_sync_replicas(&self) -> Vec<i32> {
         self.group
-            .update_isr(self.rt.node_id(), self.rt.settings().lag_max)
+            .update_isr(
+                self.rt.node_id(),
+                self.rt.settings().lag_max,
+                &self.rt.fenced(),
+            )
             .into_iter()
             .filter_map(|b| i32::try_from(b).ok())
             .collect()

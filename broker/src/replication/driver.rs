@@ -85,7 +85,7 @@ pub async fn run(
                 for peer in members {
                     leads.entry(peer).or_default().push((g.id, term));
                 }
-                let isr = g.update_isr(me, settings.lag_max);
+                let isr = g.update_isr(me, settings.lag_max, &fenced);
                 let ready = g.log.applied_term() == term;
                 Seen { ready, term, isr }
             } else {

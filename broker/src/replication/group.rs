@@ -54,6 +54,8 @@ pub struct Group {
     caught_up: Mutex<HashMap<u64, Instant>>,
     /// Leader side: the leader's last log index at the previous driver tick.
     last_target: Mutex<Option<u64>>,
+    /// Leader side: the ISR of the last update.
+    isr: Mutex<Vec<u64>>,
     /// Stops the group's flusher.
     pub cancel: CancellationToken,
 }
@@ -88,6 +90,7 @@ impl Group {
             opened: Instant::now(),
             caught_up: Mutex::new(HashMap::new()),
             last_target: Mutex::new(None),
+            isr: Mutex::new(Vec::new()),
             cancel,
         }
     }
@@ -179,26 +182,31 @@ impl Group {
         state == ServerState::Leader && self.log.applied_term() == term
     }
 
-    /// Leader side: updates which followers are caught up and returns the ISR (the leader plus
-    /// followers whose log reached the leader's end within `lag_max`).
-    pub fn update_isr(&self, me: u64, lag_max: Duration) -> Vec<u64> {
+    /// Leader side: updates which followers are caught up and returns the ISR: the leader plus
+    /// the unfenced followers whose log reached the leader's end within `lag_max`.
+    ///
+    /// A follower is caught up at a tick when its matched index reaches the leader's last index
+    /// of the previous tick (Kafka's lastCaughtUpTime), or, at the first tick of a leadership,
+    /// the commit point. A follower never seen caught up is out of the ISR: a replica returning
+    /// from a crash joins it only once its log has reached the leader's.
+    pub fn update_isr(&self, me: u64, lag_max: Duration, fenced: &BTreeSet<u64>) -> Vec<u64> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         let now = Instant::now();
-        let target = *self.last_target.lock();
+        let mut target = self.last_target.lock();
+        let bar = target.or(m.last_applied.map(|l| l.index));
         let mut caught = self.caught_up.lock();
         if let Some(replication) = &m.replication {
             for (follower, matched) in replication {
                 let index = matched.as_ref().map(|l| l.index);
-                if target.is_none_or(|t| index.is_some_and(|i| i >= t)) && index.is_some() {
+                if index.is_some_and(|i| bar.is_none_or(|b| i >= b)) {
                     caught.insert(*follower, now);
                 }
-                caught.entry(*follower).or_insert(now);
             }
         }
-        *self.last_target.lock() = m.last_log_index;
+        *target = m.last_log_index;
         let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
-        caught.retain(|f, _| voters.contains(f));
+        caught.retain(|f, _| voters.contains(f) && !fenced.contains(f));
         let mut isr: Vec<u64> = voters
             .iter()
             .copied()
@@ -210,12 +218,19 @@ impl Group {
             })
             .collect();
         isr.sort_unstable();
+        *self.isr.lock() = isr.clone();
         isr
+    }
+
+    /// The ISR of the last [`Group::update_isr`] (empty unless this node leads).
+    pub fn isr(&self) -> Vec<u64> {
+        self.isr.lock().clone()
     }
 
     /// Forgets ISR tracking (this node stopped leading).
     pub fn reset_isr(&self) {
         self.caught_up.lock().clear();
+        self.isr.lock().clear();
         *self.last_target.lock() = None;
     }
 }

@@ -562,7 +562,7 @@ impl Replication {
                 if g.state().0 != openraft::ServerState::Leader {
                     continue;
                 }
-                let isr = g.update_isr(self.node_id, self.settings.lag_max);
+                let isr = g.update_isr(self.node_id, self.settings.lag_max, &self.fenced());
                 let Some(to) = isr
                     .iter()
                     .copied()

@@ -169,3 +169,35 @@ def test_rf3_topic_survives_kill9_of_a_leader_without_losing_an_acknowledged_wri
     first = read_all(c.node(a).bootstrap, topic_name, parts)
     check_history(first, acked)
     assert read_all(c.node(b).bootstrap, topic_name, parts) == first, f"node {b} serves another history"
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. A killed replica returns, catches up into the ISR and serves the same history
+# ---------------------------------------------------------------------------------------------------
+
+def test_restarted_replica_catches_up_into_the_isr_and_serves_the_same_history(cluster_factory, topic_name):
+    c = cluster_factory(3)
+    parts = 6
+    create_replicated(c.node(1).bootstrap, topic_name, parts)
+    state = wait_replicated(c, topic_name, parts, {1, 2, 3})
+    w = Writer(c.bootstrap_all, topic_name, parts)
+    w.start()
+    wait_until(lambda: len(w.p.deliveries) >= 300, "300 acknowledged writes before the fault", timeout=30)
+    victim = state[0][0]
+    others = {1, 2, 3} - {victim}
+    c.kill9(victim)
+    wait_replicated(c, topic_name, parts, others, isr=others, via=min(others), timeout=30)
+    count = len(w.p.deliveries)
+    wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes while the victim is down", timeout=60)
+    c.restart(victim)
+    t0 = time.monotonic()
+    wait_replicated(c, topic_name, parts, {1, 2, 3}, via=min(others), timeout=40)
+    rejoin_s = time.monotonic() - t0
+    count = len(w.p.deliveries)
+    wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the victim rejoined", timeout=60)
+    print(f"\nnode {victim} back in the ISR of all {parts} partitions {rejoin_s:.2f}s after its restart")
+    acked, failed = w.finish()
+    assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
+    first = read_all(c.node(min(others)).bootstrap, topic_name, parts)
+    check_history(first, acked)
+    assert read_all(c.node(victim).bootstrap, topic_name, parts) == first, f"node {victim} serves another history"
