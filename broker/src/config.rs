@@ -195,6 +195,17 @@ pub struct BrokerArgs {
     /// `transaction.state.log.replication.factor` (capped at the live brokers).
     #[arg(long, env = "STRATA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR")]
     pub transaction_state_log_replication_factor: Option<i16>,
+    /// `auto.leader.rebalance.enable`: leaders hand partitions back to their preferred replica
+    /// once a broker's share of partitions led elsewhere exceeds the imbalance percentage.
+    #[arg(long, env = "STRATA_AUTO_LEADER_REBALANCE_ENABLE")]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// `leader.imbalance.check.interval.seconds`: how often leadership balance is checked.
+    #[arg(long, env = "STRATA_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS")]
+    pub leader_imbalance_check_interval_seconds: Option<u64>,
+    /// `leader.imbalance.per.broker.percentage`: the share of a broker's preferred partitions that
+    /// may be led elsewhere before they are moved back.
+    #[arg(long, env = "STRATA_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE")]
+    pub leader_imbalance_per_broker_percentage: Option<u32>,
     /// What this node runs (`process.roles`): `broker,controller` (combined, the default),
     /// `broker` (metadata from the --controller-voters) or `controller` (a quorum voter only).
     #[arg(long, env = "STRATA_ROLES")]
@@ -318,6 +329,14 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     /// `transaction.state.log.replication.factor` (capped at the live brokers).
     pub transaction_state_log_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`: leaders hand partitions back to their preferred replica
+    /// once a broker's share of partitions led elsewhere exceeds the imbalance percentage.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often leadership balance is checked.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.imbalance.per.broker.percentage`: the share of a broker's preferred partitions that
+    /// may be led elsewhere before they are moved back.
+    pub leader_imbalance_per_broker_percentage: u32,
 }
 
 impl Default for BrokerConfig {
@@ -379,6 +398,9 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
             transaction_state_log_replication_factor: 3,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
         }
     }
 }
@@ -551,6 +573,9 @@ impl BrokerConfig {
             default_replication_factor,
             offsets_topic_replication_factor,
             transaction_state_log_replication_factor,
+            auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_seconds,
+            leader_imbalance_per_broker_percentage,
         );
         for (dst, src) in [
             (&mut cfg.object_store_endpoint, &args.object_store_endpoint),
@@ -671,6 +696,9 @@ impl BrokerConfig {
             "default_replication_factor",
             "offsets_topic_replication_factor",
             "transaction_state_log_replication_factor",
+            "auto_leader_rebalance_enable",
+            "leader_imbalance_check_interval_seconds",
+            "leader_imbalance_per_broker_percentage",
         ]
     }
 
@@ -978,6 +1006,20 @@ impl BrokerConfig {
             if value < 10 {
                 return Err(bad(key, value.to_string(), "must be >= 10"));
             }
+        }
+        if self.leader_imbalance_check_interval_seconds == 0 {
+            return Err(bad(
+                "leader_imbalance_check_interval_seconds",
+                "0".into(),
+                "must be >= 1",
+            ));
+        }
+        if self.leader_imbalance_per_broker_percentage > 100 {
+            return Err(bad(
+                "leader_imbalance_per_broker_percentage",
+                self.leader_imbalance_per_broker_percentage.to_string(),
+                "must be a percentage (0..=100)",
+            ));
         }
         if self.replica_heartbeat_interval_ms >= self.replica_election_timeout_ms {
             return Err(bad(

@@ -265,6 +265,14 @@ impl Services {
         let (link, groups) = (self.cluster.clone(), self.groups.clone());
         self.replicas
             .spawn_task(move |cancel| report_leadership(link, groups, reports_rx, cancel));
+        if cfg.auto_leader_rebalance_enable {
+            let (link, rt) = (self.cluster.clone(), self.replication.clone());
+            let interval = Duration::from_secs(cfg.leader_imbalance_check_interval_seconds);
+            let percentage = cfg.leader_imbalance_per_broker_percentage;
+            self.replicas.spawn_task(move |cancel| {
+                crate::cluster::balance::run(link, rt, interval, percentage, cancel)
+            });
+        }
         self.replicas
             .spawn_retention(Duration::from_millis(cfg.log_retention_check_interval_ms));
         self.replicas.refresh_disk_usage();

@@ -4,9 +4,11 @@
 //! - `remote.rs`: a broker-only node's link to controllers elsewhere (`--roles broker`).
 //! - `view.rs`: the metadata cache every handler reads.
 //! - `reconcile.rs`: acting on metadata changes (opening, deleting and re-configuring partitions).
+//! - `balance.rs`: automatic leader rebalancing (handing partitions back to preferred replicas).
 //! - this file: carrying metadata over from the single-node `metadata.json` format, which is also
 //!   the format of the copy kept in the object store.
 
+pub mod balance;
 mod link;
 mod reconcile;
 mod remote;

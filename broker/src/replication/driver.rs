@@ -109,15 +109,22 @@ pub async fn run(
                     match voter {
                         Some(true) => {
                             g.attempted();
-                            tracing::debug!(partition = %g.label, term, "no live leader; starting an election");
-                            // A real election, not openraft's pre-vote: openraft's own lease
-                            // never lapses here (see `Replication::new`), so its pre-vote would
-                            // be skipped for ever. Peers still refuse while Strata's lease holds
-                            // (`handle_frame`), and this is only due once no live leader was
-                            // heard from for the election timeout.
-                            if let Err(e) = g.raft.trigger().elect(false).await {
-                                tracing::warn!(partition = %g.label, error = %e, "cannot start an election");
-                            }
+                            tracing::debug!(partition = %g.label, term, "no live leader; asking for an election");
+                            // Strata's pre-vote first, then a real election: openraft's own
+                            // pre-vote honours its lease, which never lapses here (see
+                            // `Replication::new`). Peers refuse while Strata's lease holds
+                            // (`handle_frame`); this is only due once no live leader was heard
+                            // from for the election timeout. Off the driver's loop: it waits
+                            // for the peers' answers.
+                            let rt = rt.clone();
+                            let g = g.clone();
+                            tokio::spawn(async move {
+                                if rt.pre_vote(&g).await {
+                                    if let Err(e) = g.raft.trigger().elect(false).await {
+                                        tracing::warn!(partition = %g.label, error = %e, "cannot start an election");
+                                    }
+                                }
+                            });
                         }
                         None => {
                             // Pristine and its preferred replica never reached it: initialize

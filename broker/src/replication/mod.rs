@@ -321,11 +321,6 @@ impl Replication {
             if let Err(e) = group.raft.initialize(voters).await {
                 tracing::debug!(partition = %label, error = %e, "group already initialized");
             }
-        } else if !pristine && preferred {
-            // A restarted preferred replica asks for leadership at once (pre-vote: a live leader's
-            // lease elsewhere or a longer log refuses it without raising the term).
-            group.attempted();
-            let _ = group.raft.trigger().elect(true).await;
         }
         Ok(group)
     }
@@ -428,14 +423,23 @@ impl Replication {
                         VoteResponse::new(vote, last, false),
                     ));
                 }
+                if frame.kind == Kind::PreVote {
+                    // Strata's pre-vote: granted when this node's log is not longer than the
+                    // candidate's; nothing changes here (openraft's own pre-vote honours its
+                    // lease, which never lapses, so it would always refuse).
+                    let last = group.log.log().read().last_entry().map(types::to_log_id);
+                    let vote = group
+                        .log
+                        .vote()
+                        .unwrap_or_else(|| Vote::new(0, self.node_id));
+                    let granted = req.last_log_id >= last;
+                    return Self::reply::<VoteResponse<PartitionRaftConfig>>(Ok(
+                        VoteResponse::new(vote, last, granted),
+                    ));
+                }
                 // Strata's lease check replaces openraft's (whose lease never lapses here).
                 req.leadership_transfer = true;
-                let r = if frame.kind == Kind::Vote {
-                    group.raft.vote(req).await
-                } else {
-                    group.raft.pre_vote(req).await
-                };
-                Self::reply(r.map_err(|e| e.to_string()))
+                Self::reply(group.raft.vote(req).await.map_err(|e| e.to_string()))
             }
             Kind::Snapshot => {
                 let parsed: Result<(Vote, SnapshotMeta, SnapshotData), _> =
@@ -479,6 +483,61 @@ impl Replication {
             }
             Kind::Heartbeat => Self::reply::<()>(Err("unreachable".into())),
         }
+    }
+
+    /// Strata's pre-vote round (Raft thesis 9.6): asks the group's other voters whether they
+    /// would vote for this node now (no live leader's lease held there, and this node's log at
+    /// least as long as theirs), changing no one's term. Returns whether a quorum, this node
+    /// included, would. A replica whose log is behind cannot win, so it must not raise the term
+    /// either: without this round it campaigns again and again, each time at a higher term,
+    /// and a replica with the longer log never catches up with the term (a livelock seen with a
+    /// lagging candidate retrying faster than the others).
+    pub async fn pre_vote(self: &Arc<Self>, g: &Group) -> bool {
+        let (voters, term) = {
+            let m = g.raft.metrics();
+            let m = m.borrow_watched();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            (voters, m.current_term)
+        };
+        if !voters.contains(&self.node_id) {
+            return false;
+        }
+        let last = g.log.log().read().last_entry().map(types::to_log_id);
+        let req: VoteRequest<PartitionRaftConfig> =
+            VoteRequest::new(Vote::new(term + 1, self.node_id), last);
+        let body = match wire::encode_group_request(g.id, &req) {
+            Ok(b) => b.freeze(),
+            Err(e) => {
+                tracing::warn!(partition = %g.label, error = %e, "cannot encode a pre-vote");
+                return false;
+            }
+        };
+        let ttl = self
+            .settings
+            .heartbeat_interval
+            .max(Duration::from_millis(200));
+        let asks = voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.node_id)
+            .map(|peer| {
+                let body = body.clone();
+                let transport = self.transport.clone();
+                async move {
+                    transport
+                        .call::<VoteResponse<PartitionRaftConfig>>(peer, Kind::PreVote, &body, ttl)
+                        .await
+                        .is_ok_and(|r| r.vote_granted)
+                }
+            });
+        let granted = 1 + futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|g| *g)
+            .count();
+        let won = granted > voters.len() / 2;
+        tracing::debug!(partition = %g.label, granted, voters = voters.len(), won, "pre-vote");
+        won
     }
 
     /// Asks `group`'s Raft leader (this node or another) to hand leadership to `to`; returns once

@@ -4,9 +4,6 @@ of a leader while an idempotent producer keeps writing (nothing acknowledged is 
 min.insync.replicas, a group coordinator moving with its `__consumer_offsets` partition, a returning replica
 catching up into the ISR, and preferred-leader election (ElectLeaders) after a restart.
 
-Only the kill -9 failover test is here yet: a restarted replica does not rejoin the ISR (issue 11, open),
-and the tests that depend on that come with its fix.
-
 Run with `-s` to see the measured failover times.
 """
 
@@ -16,11 +13,11 @@ import threading
 import time
 from collections import Counter
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, ElectionType, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from conftest import Cluster
-from strata_helpers import admin, consume, producer, wait_futures, wait_until
+from strata_helpers import admin, consume, fill, producer, wait_futures, wait_until
 
 GROUP_FLAGS = ["--group-initial-rebalance-delay-ms", "0"]
 
@@ -176,7 +173,7 @@ def test_rf3_topic_survives_kill9_of_a_leader_without_losing_an_acknowledged_wri
 # ---------------------------------------------------------------------------------------------------
 
 def test_restarted_replica_catches_up_into_the_isr_and_serves_the_same_history(cluster_factory, topic_name):
-    c = cluster_factory(3)
+    c = cluster_factory(3, "--auto-leader-rebalance-enable", "false")
     parts = 6
     create_replicated(c.node(1).bootstrap, topic_name, parts)
     state = wait_replicated(c, topic_name, parts, {1, 2, 3})
@@ -196,8 +193,157 @@ def test_restarted_replica_catches_up_into_the_isr_and_serves_the_same_history(c
     count = len(w.p.deliveries)
     wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the victim rejoined", timeout=60)
     print(f"\nnode {victim} back in the ISR of all {parts} partitions {rejoin_s:.2f}s after its restart")
+
+    # With auto.leader.rebalance.enable=false nothing moves leadership back; a preferred election does.
+    before = partition_state(c.node(victim).bootstrap, topic_name)
+    assert before is not None and not any(leader == victim for leader, _, _ in before.values()), before
+    adm = admin(c.node(victim).bootstrap)
+    tps = [TopicPartition(topic_name, p) for p in range(parts)]
+    # (confluent-kafka 2.12 raises SystemError for any keyword argument here.)
+    result = adm.elect_leaders(ElectionType.PREFERRED, tps).result(timeout=40)
+    led = {p for p, (leader, replicas, _) in before.items() if replicas[0] == victim}
+    assert led, before
+    for tp, err in result.items():
+        if tp.partition in led:
+            assert err is None, (tp, err)
+    after = wait_replicated(c, topic_name, parts, {1, 2, 3}, via=victim, timeout=30)
+    wrong = {p: st for p, st in after.items() if st[0] != st[1][0]}
+    assert not wrong, f"partitions not led by their preferred replica after ElectLeaders: {wrong}"
+
+    count = len(w.p.deliveries)
+    wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the preferred election", timeout=60)
     acked, failed = w.finish()
     assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
     first = read_all(c.node(min(others)).bootstrap, topic_name, parts)
     check_history(first, acked)
     assert read_all(c.node(victim).bootstrap, topic_name, parts) == first, f"node {victim} serves another history"
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. SIGSTOP of a leader: alive but silent, replaced; it returns as a follower
+# ---------------------------------------------------------------------------------------------------
+
+def test_sigstopped_leader_is_replaced_and_returns_as_a_follower_then_leads_again(cluster_factory, topic_name):
+    # auto.leader.rebalance.enable (the default) with a 1 s check: leadership goes back by itself.
+    c = cluster_factory(3, "--leader-imbalance-check-interval-seconds", "1")
+    parts = 4
+    create_replicated(c.node(1).bootstrap, topic_name, parts)
+    state = wait_replicated(c, topic_name, parts, {1, 2, 3})
+    w = Writer(c.bootstrap_all, topic_name, parts)
+    w.start()
+    wait_until(lambda: len(w.p.deliveries) >= 300, "300 acknowledged writes before the fault", timeout=30)
+    victim = state[0][0]
+    others = {1, 2, 3} - {victim}
+    c.pause(victim)
+    t0 = time.monotonic()
+    try:
+        wait_replicated(c, topic_name, parts, others, isr=others, via=min(others), timeout=30)
+        replaced_s = time.monotonic() - t0
+        count = len(w.p.deliveries)
+        wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes while the old leader is stopped",
+                   timeout=60)
+    finally:
+        c.resume(victim)
+    wait_replicated(c, topic_name, parts, {1, 2, 3}, via=min(others), timeout=40)
+    t1 = time.monotonic()
+
+    def preferred_lead():
+        s = partition_state(c.node(victim).bootstrap, topic_name)
+        return s if s and all(leader == replicas[0] for leader, replicas, _ in s.values()) else None
+    wait_until(preferred_lead, "every partition led by its preferred replica again", timeout=30, interval=0.3)
+    print(f"\nSIGSTOP of node {victim}: partitions re-led by {sorted(others)} after {replaced_s:.2f}s; "
+          f"back in the ISR after SIGCONT, preferred leaders restored {time.monotonic() - t1:.2f}s later")
+    count = len(w.p.deliveries)
+    wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after SIGCONT", timeout=60)
+    acked, failed = w.finish()
+    assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
+    first = read_all(c.node(victim).bootstrap, topic_name, parts)
+    check_history(first, acked)
+    for i in others:
+        assert read_all(c.node(i).bootstrap, topic_name, parts) == first, f"node {i} serves another history"
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. min.insync.replicas
+# ---------------------------------------------------------------------------------------------------
+
+def _send_one(bootstrap: str, topic: str, acks: str, value: bytes):
+    # retries=0: NOT_ENOUGH_REPLICAS is retriable, and a retrying client would only report a timeout.
+    p = producer(bootstrap, acks=acks, **{"message.timeout.ms": 10000, "retries": 0})
+    p.produce(topic, value=value, partition=0)
+    p.flush(15)
+    assert len(p.deliveries) == 1, p.deliveries
+    return p.deliveries[0]
+
+
+def test_min_insync_replicas_refuses_acks_all_below_it_and_accepts_acks_1(cluster_factory, topic_name):
+    c = cluster_factory(3)
+    create_replicated(c.node(1).bootstrap, topic_name, 1, config={"min.insync.replicas": "3"})
+    state = wait_replicated(c, topic_name, 1, {1, 2, 3})
+    leader = state[0][0]
+    d = _send_one(c.bootstrap_all, topic_name, "all", b"three-in-sync")
+    assert d.error is None, d.error
+    victim = next(i for i in (1, 2, 3) if i != leader)
+    c.kill9(victim)
+    live = {1, 2, 3} - {victim}
+    wait_replicated(c, topic_name, 1, live, isr=live, via=leader, timeout=30)
+    refused = _send_one(c.node(leader).bootstrap, topic_name, "all", b"two-in-sync-acks-all")
+    assert refused.error is not None and refused.error.code() in (
+        KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND), refused.error
+    accepted = _send_one(c.node(leader).bootstrap, topic_name, "1", b"two-in-sync-acks-1")
+    assert accepted.error is None, accepted.error
+    c.restart(victim)
+    wait_replicated(c, topic_name, 1, {1, 2, 3}, via=leader, timeout=40)
+    again = _send_one(c.bootstrap_all, topic_name, "all", b"three-in-sync-again")
+    assert again.error is None, again.error
+    values = [v for _, v in read_all(c.node(victim).bootstrap, topic_name, 1)[0]]
+    if refused.error.code() == KafkaError.NOT_ENOUGH_REPLICAS:
+        # Refused before the append: never written.
+        assert values == [b"three-in-sync", b"two-in-sync-acks-1", b"three-in-sync-again"], values
+    else:
+        assert values[0] == b"three-in-sync" and values[-1] == b"three-in-sync-again", values
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. A group coordinator moves with its __consumer_offsets partition, commits intact
+# ---------------------------------------------------------------------------------------------------
+
+def test_committed_offsets_survive_kill9_of_the_group_coordinator(cluster_factory, topic_name):
+    c = cluster_factory(3, *GROUP_FLAGS)
+    parts = 3
+    create_replicated(c.node(1).bootstrap, topic_name, parts)
+    wait_replicated(c, topic_name, parts, {1, 2, 3})
+    fill(c.node(1).bootstrap, topic_name, parts, 10)
+    group = f"g-{topic_name}"
+    cons = Consumer({"bootstrap.servers": c.bootstrap_all, "group.id": group, "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                     "heartbeat.interval.ms": 200, "topic.metadata.refresh.interval.ms": 1000})
+    try:
+        cons.assign([TopicPartition(topic_name, p, 0) for p in range(parts)])
+        cons.commit(offsets=[TopicPartition(topic_name, p, 7) for p in range(parts)], asynchronous=False)
+    finally:
+        cons.close()
+    adm = admin(c.node(1).bootstrap)
+    coordinator = adm.describe_consumer_groups([group])[group].result(timeout=10).coordinator.id
+    offsets = partition_state(c.node(1).bootstrap, "__consumer_offsets")
+    assert offsets and all(len(r) == 3 for _, r, _ in offsets.values()), \
+        f"__consumer_offsets is not replicated three ways: {offsets}"
+    c.kill9(coordinator)
+    live = sorted(set(c.ids) - {coordinator})
+
+    def offsets_via_survivor():
+        try:
+            a = admin(c.node(live[0]).bootstrap)
+            got = wait_futures(a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]), timeout=5)
+        except Exception:  # noqa: BLE001 - the coordinator is moving
+            return None
+        o = {tp.partition: tp.offset for tp in got[group].topic_partitions}
+        return o if o else None
+    t0 = time.monotonic()
+    got = wait_until(offsets_via_survivor, "committed offsets through a survivor", timeout=40, interval=0.3)
+    moved_s = time.monotonic() - t0
+    assert got == {p: 7 for p in range(parts)}, got
+    survivor = admin(c.node(live[0]).bootstrap)  # referenced until the future resolves
+    new = survivor.describe_consumer_groups([group])[group].result(timeout=10).coordinator.id
+    assert new in live, (new, live)
+    print(f"\nkill -9 of group coordinator {coordinator}: node {new} serves the commits after {moved_s:.2f}s")
