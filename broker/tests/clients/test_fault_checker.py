@@ -1,0 +1,33 @@
+"""The fault-injection checker's bounded form (issue 11, part 3; the harness is `fault_checker.py`): three
+brokers, an RF3 topic, two idempotent acks=all producers, an assign reader and a committing group member,
+and one round of each fault (kill -9 + restart, SIGSTOP + SIGCONT, replication links cut + healed) in an
+order and on brokers drawn from the printed seed. Then the seven checks of `fault_checker`.
+
+The long form: `STRATA_LONG_TESTS=1 STRATA_CHECKER_ROUNDS=100 pytest -s test_fault_checker.py` (outside CI;
+its results go to benchmarks/RESULTS.md with the seeds).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import fault_checker
+from conftest import LONG_TESTS
+
+ROUNDS = int(os.environ.get("STRATA_CHECKER_ROUNDS") or (100 if LONG_TESTS else 3))
+
+
+@pytest.mark.timeout(ROUNDS * 150 + 300)
+def test_randomized_faults_lose_duplicate_or_reorder_nothing(cluster_factory, topic_name, rng):
+    links = fault_checker.Links([1, 2, 3])
+    try:
+        c = fault_checker.make_cluster(cluster_factory, links)
+        seed = rng.randrange(2**31)
+        report = fault_checker.run(c, links, topic_name, seed, ROUNDS)
+        print("\n" + report.summary())
+        assert not report.violations, "\n".join([report.summary(), *report.violations[:30]])
+        assert report.acked > 0 and report.read >= report.acked
+    finally:
+        links.close()
