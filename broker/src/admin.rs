@@ -170,7 +170,9 @@ impl TopicAdmin {
                 "partition count {partitions} is outside 1..={MAX_PARTITIONS_PER_TOPIC}"
             )));
         }
-        let rf = if replication_factor == -1 {
+        let rf = if let Some(first) = explicit.as_ref().and_then(|sets| sets.first()) {
+            i16::try_from(first.len().max(1)).unwrap_or(i16::MAX)
+        } else if replication_factor == -1 {
             self.capped_replication_factor(self.cfg.default_replication_factor)
         } else {
             replication_factor

@@ -265,6 +265,9 @@ impl Services {
         let (link, groups) = (self.cluster.clone(), self.groups.clone());
         self.replicas
             .spawn_task(move |cancel| report_leadership(link, groups, reports_rx, cancel));
+        let (link, rt) = (self.cluster.clone(), self.replication.clone());
+        self.replicas
+            .spawn_task(move |cancel| crate::cluster::reassign::run(link, rt, cancel));
         if cfg.auto_leader_rebalance_enable {
             let (link, rt) = (self.cluster.clone(), self.replication.clone());
             let interval = Duration::from_secs(cfg.leader_imbalance_check_interval_seconds);

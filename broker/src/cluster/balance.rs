@@ -145,6 +145,7 @@ mod tests {
                         leader: *leader,
                         leader_epoch: 1,
                         isr: isr.to_vec(),
+                        reassignment: None,
                     })
                     .collect(),
             },

@@ -5,11 +5,13 @@
 //! - `view.rs`: the metadata cache every handler reads.
 //! - `reconcile.rs`: acting on metadata changes (opening, deleting and re-configuring partitions).
 //! - `balance.rs`: automatic leader rebalancing (handing partitions back to preferred replicas).
+//! - `reassign.rs`: partition reassignment, the leader's side (learners, voter change, completion).
 //! - this file: carrying metadata over from the single-node `metadata.json` format, which is also
 //!   the format of the copy kept in the object store.
 
 pub mod balance;
 mod link;
+pub mod reassign;
 mod reconcile;
 mod remote;
 mod view;

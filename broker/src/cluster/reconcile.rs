@@ -66,6 +66,7 @@ pub fn plan(
                     topic: t.name.clone(),
                     settings: settings.clone(),
                     replicas: state.replicas.clone(),
+                    joining: state.joining(me),
                 });
                 continue;
             }
@@ -202,6 +203,7 @@ mod tests {
                     leader: r[0],
                     leader_epoch: 0,
                     isr: r.to_vec(),
+                    reassignment: None,
                 })
                 .collect(),
         }

@@ -29,6 +29,19 @@ pub struct PartitionView {
     pub leader_epoch: i32,
     /// In-sync replicas as the leader reported them.
     pub isr: Vec<i32>,
+    /// The reassignment in progress: (original replicas, target replicas). While it lasts,
+    /// `replicas` lists the target first, then the other brokers still hosting the partition.
+    pub reassignment: Option<(Vec<i32>, Vec<i32>)>,
+}
+
+impl PartitionView {
+    /// Whether broker `me` hosts this partition only because a reassignment is adding it: its
+    /// replica must wait for the leader to add it to the group, never form a group of its own.
+    pub fn joining(&self, me: i32) -> bool {
+        self.reassignment
+            .as_ref()
+            .is_some_and(|(original, _)| !original.contains(&me))
+    }
 }
 
 /// A topic.
@@ -82,6 +95,10 @@ impl ClusterView {
                         leader: p.leader,
                         leader_epoch: p.leader_epoch,
                         isr: p.isr.clone(),
+                        reassignment: p
+                            .reassignment
+                            .as_ref()
+                            .map(|r| (r.original.clone(), r.target.clone())),
                     })
                     .collect();
                 let view = TopicView {

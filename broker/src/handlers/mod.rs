@@ -129,6 +129,12 @@ async fn dispatch(
             Rs::ConsumerGroupHeartbeat(groups::consumer_group_heartbeat(broker, r, client).await)
         }
         Rq::ElectLeaders(r) => Rs::ElectLeaders(replicas::elect_leaders(broker, r).await),
+        Rq::AlterPartitionReassignments(r) => Rs::AlterPartitionReassignments(
+            replicas::alter_partition_reassignments(broker, r, version).await,
+        ),
+        Rq::ListPartitionReassignments(r) => {
+            Rs::ListPartitionReassignments(replicas::list_partition_reassignments(broker, r))
+        }
         Rq::ConsumerGroupDescribe(r) => {
             Rs::ConsumerGroupDescribe(groups::consumer_group_describe(broker, r, version))
         }

@@ -1,4 +1,5 @@
-//! ElectLeaders (preferred leader election; RFC 0006 "Leadership balance").
+//! ElectLeaders (preferred leader election; RFC 0006 "Leadership balance"), and
+//! AlterPartitionReassignments / ListPartitionReassignments (RFC 0006 "Reassignment").
 //!
 //! Leadership belongs to the partitions' Raft groups, so a preferred election asks each
 //! partition's current leader to transfer leadership to the preferred replica (the first in the
@@ -9,10 +10,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use controller::state::{Command, CommandError, Outcome, ReassignmentChange};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_partition_reassignments_response::{
+    ReassignablePartitionResponse, ReassignableTopicResponse,
+};
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
-use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    ElectLeadersRequest, ElectLeadersResponse, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
+
+use crate::cluster::command_error;
 
 use crate::replication::types::GroupId;
 use crate::services::Services;
@@ -130,5 +144,165 @@ pub(super) async fn elect_leaders(
     }
     let mut resp = ElectLeadersResponse::default();
     resp.replica_election_results = results;
+    resp
+}
+
+/// AlterPartitionReassignments (KIP-455, v1 with KIP-860's replication factor guard): records the
+/// target replicas (or cancels, with null replicas) in the metadata; the partitions' leaders then
+/// move them (`cluster::reassign`). Answers once the metadata holds the change.
+pub(super) async fn alter_partition_reassignments(
+    svc: &Arc<Services>,
+    req: AlterPartitionReassignmentsRequest,
+    version: i16,
+) -> AlterPartitionReassignmentsResponse {
+    let view = svc.view();
+    let allow_rf_change = version < 1 || req.allow_replication_factor_change;
+    // (response topic index, partition index) of each change, in command order.
+    let mut slots: Vec<(usize, usize)> = Vec::new();
+    let mut changes = Vec::new();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let mut out = ReassignableTopicResponse::default();
+        out.name = t.name.clone();
+        let topic = view.topics.get(t.name.0.as_str());
+        for p in t.partitions {
+            let mut r = ReassignablePartitionResponse::default();
+            r.partition_index = p.partition_index;
+            let state = topic.and_then(|tv| {
+                usize::try_from(p.partition_index)
+                    .ok()
+                    .and_then(|i| tv.states.get(i))
+            });
+            match (topic, state) {
+                (Some(tv), Some(st)) => {
+                    let target: Option<Vec<i32>> =
+                        p.replicas.map(|rs| rs.into_iter().map(|b| b.0).collect());
+                    let current_rf = st
+                        .reassignment
+                        .as_ref()
+                        .map_or(st.replicas.len(), |(original, _)| original.len());
+                    if let Some(t) = &target {
+                        if t.is_empty() {
+                            r.error_code = ResponseError::InvalidReplicaAssignment.code();
+                            r.error_message =
+                                Some(StrBytes::from_static_str("the target replica set is empty"));
+                        } else if !allow_rf_change && t.len() != current_rf {
+                            r.error_code = ResponseError::InvalidReplicationFactor.code();
+                            r.error_message = Some(StrBytes::from_string(format!(
+                                "the target has {} replicas, the partition {current_rf}, and allow_replication_factor_change is false",
+                                t.len()
+                            )));
+                        }
+                    }
+                    if r.error_code == 0 {
+                        slots.push((topics.len(), out.partitions.len()));
+                        changes.push(ReassignmentChange {
+                            topic_id: tv.id,
+                            partition: p.partition_index,
+                            target,
+                        });
+                    }
+                }
+                _ => {
+                    r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                }
+            }
+            out.partitions.push(r);
+        }
+        topics.push(out);
+    }
+    let mut resp = AlterPartitionReassignmentsResponse::default();
+    resp.allow_replication_factor_change = allow_rf_change;
+    if !changes.is_empty() {
+        match svc
+            .cluster
+            .write(Command::AlterReassignments { changes })
+            .await
+        {
+            Ok(Outcome::Reassignments { errors }) => {
+                for ((ti, pi), e) in slots.into_iter().zip(errors) {
+                    if let Some(e) = e {
+                        let r = &mut topics[ti].partitions[pi];
+                        r.error_code = match &e {
+                            CommandError::NoReassignmentInProgress { .. } => {
+                                ResponseError::NoReassignmentInProgress.code()
+                            }
+                            _ => command_error(e.clone()).code(),
+                        };
+                        r.error_message = Some(StrBytes::from_string(e.to_string()));
+                    }
+                }
+                tracing::info!("partition reassignments recorded");
+            }
+            Ok(other) => {
+                resp.error_code = ResponseError::UnknownServerError.code();
+                resp.error_message = Some(StrBytes::from_string(format!(
+                    "unexpected outcome {other:?}"
+                )));
+            }
+            Err(e) => {
+                resp.error_code = e.code();
+                resp.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+        }
+    }
+    resp.responses = topics;
+    resp
+}
+
+/// ListPartitionReassignments: the reassignments in progress (all, or of the named partitions),
+/// with Kafka's adding (target minus original) and removing (original minus target) replicas.
+pub(super) fn list_partition_reassignments(
+    svc: &Arc<Services>,
+    req: ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    let view = svc.view();
+    let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let mut topics = Vec::new();
+    for t in view.topics.values() {
+        let only: Option<&Vec<i32>> = match &wanted {
+            None => None,
+            Some(w) => match w.iter().find(|(n, _)| *n == t.name) {
+                Some((_, ps)) => Some(ps),
+                None => continue,
+            },
+        };
+        let mut out = OngoingTopicReassignment::default();
+        out.name = TopicName(StrBytes::from_string(t.name.clone()));
+        for (i, st) in t.states.iter().enumerate() {
+            let Ok(index) = i32::try_from(i) else {
+                continue;
+            };
+            if only.is_some_and(|ps| !ps.contains(&index)) {
+                continue;
+            }
+            let Some((original, target)) = &st.reassignment else {
+                continue;
+            };
+            let mut p = OngoingPartitionReassignment::default();
+            p.partition_index = index;
+            p.replicas = st.replicas.iter().map(|b| BrokerId(*b)).collect();
+            p.adding_replicas = target
+                .iter()
+                .filter(|b| !original.contains(b))
+                .map(|b| BrokerId(*b))
+                .collect();
+            p.removing_replicas = original
+                .iter()
+                .filter(|b| !target.contains(b))
+                .map(|b| BrokerId(*b))
+                .collect();
+            out.partitions.push(p);
+        }
+        if !out.partitions.is_empty() {
+            topics.push(out);
+        }
+    }
+    let mut resp = ListPartitionReassignmentsResponse::default();
+    resp.topics = topics;
     resp
 }

@@ -61,6 +61,9 @@ pub enum Transition {
         settings: TopicSettings,
         /// The replica set (the first is the preferred leader).
         replicas: Vec<i32>,
+        /// This broker is being added by a reassignment: its replica waits for the group's
+        /// leader to add it, and never initializes a group of its own.
+        joining: bool,
     },
     /// The partition's replica set changed (a reassignment).
     Replicas {
@@ -222,7 +225,10 @@ impl ReplicaManager {
                     topic,
                     settings,
                     replicas,
-                } => self.open(key, &topic, settings, &replicas).map(|_| ()),
+                    joining,
+                } => self
+                    .open(key, &topic, settings, &replicas, joining)
+                    .map(|_| ()),
                 Transition::Replicas { key, replicas } => {
                     if let Some(p) = self.get(key) {
                         p.group().set_replicas(to_node_ids(&replicas));
@@ -262,6 +268,7 @@ impl ReplicaManager {
         topic: &str,
         settings: TopicSettings,
         replicas: &[i32],
+        joining: bool,
     ) -> Result<Arc<Partition>, BrokerError> {
         if let Some(p) = self.get(key) {
             return Ok(p);
@@ -296,6 +303,7 @@ impl ReplicaManager {
             group_id,
             log,
             to_node_ids(replicas),
+            !joining,
         ))?;
         let partition = Partition::new(
             topic.to_string(),

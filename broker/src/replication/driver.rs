@@ -131,7 +131,7 @@ pub async fn run(
                             // with the same replica set (identical configurations are safe).
                             g.attempted();
                             let voters: BTreeSet<u64> = g.replicas().into_iter().collect();
-                            if voters.contains(&me) {
+                            if voters.contains(&me) && g.may_initialize() {
                                 tracing::info!(partition = %g.label, "no leader reached this new replica; initializing the group");
                                 if let Err(e) = g.raft.initialize(voters).await {
                                     tracing::debug!(partition = %g.label, error = %e, "initialize refused");

@@ -29,6 +29,18 @@ pub struct Contact {
     pub at: Instant,
 }
 
+/// How a group is opened here.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupParams {
+    /// The replica set the metadata assigns (the first is the preferred leader).
+    pub replicas: Vec<u64>,
+    /// The group's share of the randomized election timeout, in [0, 1).
+    pub jitter: f64,
+    /// Whether this node may initialize the group when no leader reached it (false for a
+    /// replica a reassignment adds: the leader makes it a learner).
+    pub may_initialize: bool,
+}
+
 /// A partition group hosted here.
 pub struct Group {
     /// The partition.
@@ -56,6 +68,9 @@ pub struct Group {
     last_target: Mutex<Option<u64>>,
     /// Leader side: the ISR of the last update.
     isr: Mutex<Vec<u64>>,
+    /// Whether this node may initialize the group when no leader reached it (false for a
+    /// replica a reassignment adds: the leader makes it a learner).
+    may_initialize: bool,
     /// Stops the group's flusher.
     pub cancel: CancellationToken,
 }
@@ -67,16 +82,20 @@ impl std::fmt::Debug for Group {
 }
 
 impl Group {
-    /// A group over `log` (its label names the group); `jitter` is its election timeout share.
+    /// A group over `log` (its label names the group), as `params` describe it.
     pub(crate) fn new(
         id: GroupId,
         raft: PartitionRaft,
         log: Arc<ReplicaLog>,
         sm: StateMachine,
-        replicas: Vec<u64>,
-        jitter: f64,
+        params: GroupParams,
         cancel: CancellationToken,
     ) -> Self {
+        let GroupParams {
+            replicas,
+            jitter,
+            may_initialize,
+        } = params;
         Self {
             id,
             label: log.label().to_string(),
@@ -91,8 +110,14 @@ impl Group {
             caught_up: Mutex::new(HashMap::new()),
             last_target: Mutex::new(None),
             isr: Mutex::new(Vec::new()),
+            may_initialize,
             cancel,
         }
+    }
+
+    /// Whether this node may initialize the group (see [`GroupParams`]).
+    pub fn may_initialize(&self) -> bool {
+        self.may_initialize
     }
 
     /// The replica set from the metadata.

@@ -248,12 +248,14 @@ impl Replication {
     /// (the first is the preferred leader). A new group is initialized by its preferred replica
     /// at once, by the others only if it still has no leader after an election timeout (the
     /// driver); a log carried over from before replication starts from a snapshot naming the
-    /// replica set.
+    /// replica set. With `may_initialize` false (a replica a reassignment is adding) the group is
+    /// never initialized here: the leader adds this node as a learner.
     pub async fn open_group(
         self: &Arc<Self>,
         id: GroupId,
         log: Arc<ReplicaLog>,
         replicas: Vec<u64>,
+        may_initialize: bool,
     ) -> Result<Arc<Group>, BrokerError> {
         if let Some(g) = self.group(id) {
             return Ok(g);
@@ -264,7 +266,7 @@ impl Replication {
             let l = log.log().read();
             (l.purged_entry(), l.last_entry())
         };
-        if purged.is_some() && log.snapshot().is_none() {
+        if purged.is_some() && log.snapshot().is_none() && may_initialize {
             // Carried over from before replication: the old data is the snapshot's history.
             let start = {
                 let l = log.log().read();
@@ -310,13 +312,16 @@ impl Replication {
             raft,
             log.clone(),
             sm,
-            replicas,
-            jitter(),
+            group::GroupParams {
+                replicas,
+                jitter: jitter(),
+                may_initialize,
+            },
             cancel.clone(),
         ));
         tokio::spawn(log.clone().run_flusher(cancel));
         self.groups.write().insert(id, group.clone());
-        if pristine && preferred {
+        if pristine && preferred && may_initialize {
             group.attempted();
             if let Err(e) = group.raft.initialize(voters).await {
                 tracing::debug!(partition = %label, error = %e, "group already initialized");

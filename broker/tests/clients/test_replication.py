@@ -244,3 +244,87 @@ def test_committed_offsets_survive_kill9_of_the_group_coordinator(cluster_factor
     new = survivor.describe_consumer_groups([group])[group].result(timeout=10).coordinator.id
     assert new in live, (new, live)
     print(f"\nkill -9 of group coordinator {coordinator}: node {new} serves the commits after {moved_s:.2f}s")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 6. Reassignment (AlterPartitionReassignments / ListPartitionReassignments) under load
+# ---------------------------------------------------------------------------------------------------
+
+def _alter_reassignments(port: int, topic: str, targets: dict[int, list[int] | None]):
+    from kafka.protocol.admin import AlterPartitionReassignmentsRequest_v0
+
+    from conftest import _raw_request
+    req = AlterPartitionReassignmentsRequest_v0(
+        timeout_ms=30000, topics=[(topic, [(p, r, {}) for p, r in targets.items()], {})], tags={})
+    resp = _raw_request(port, req, 30)
+    assert resp.error_code == 0, resp
+    return {p[0]: p[1] for _, parts, _ in resp.responses for p in parts}
+
+
+def _list_reassignments(port: int):
+    from kafka.protocol.admin import ListPartitionReassignmentsRequest_v0
+
+    from conftest import _raw_request
+    resp = _raw_request(port, ListPartitionReassignmentsRequest_v0(timeout_ms=10000, topics=None, tags={}), 10)
+    assert resp.error_code == 0, resp
+    return {(name, p[0]): (list(p[1]), list(p[2]), list(p[3])) for name, parts, _ in resp.topics for p in parts}
+
+
+def test_reassignment_moves_replicas_under_load_with_nothing_lost(cluster_factory, topic_name):
+    c = cluster_factory(4)
+    adm = admin(c.node(1).bootstrap)  # referenced until the futures resolve
+    from confluent_kafka.admin import NewTopic
+    wait_futures(adm.create_topics([NewTopic(topic_name, num_partitions=3, replica_assignment=[[1, 2, 3], [1, 2, 3], [2, 3, 1]])],
+                                   operation_timeout=20, request_timeout=25), timeout=30)
+    parts = 3
+    wait_until(lambda: (s := partition_state(c.node(1).bootstrap, topic_name)) and len(s) == parts
+               and all(set(isr) == {1, 2, 3} for _, _, isr in s.values()), "three replicas in sync", timeout=30)
+    w = Writer(c.bootstrap_all, topic_name, parts)
+    w.start()
+    wait_until(lambda: len(w.p.deliveries) >= 2000, "2000 acknowledged writes before the move", timeout=60)
+
+    # p0: the leader's broker (1) leaves and a new broker (4) joins as the preferred replica;
+    # p1: shrink to two replicas; p2: cancelled right after it started (back to 2,3,1).
+    targets = {0: [4, 2, 3], 1: [1, 2], 2: [4, 3, 1]}
+    t0 = time.monotonic()
+    codes = _alter_reassignments(c.node(2).port, topic_name, targets)
+    assert codes == {0: 0, 1: 0, 2: 0}, codes
+    listed = _list_reassignments(c.node(3).port)
+    cancelled = _alter_reassignments(c.node(3).port, topic_name, {2: None})
+    assert cancelled == {2: 0}, cancelled
+    # Nothing to cancel: NO_REASSIGNMENT_IN_PROGRESS (85) once p2 settled back, or 0 if still in flight.
+    want = {0: [4, 2, 3], 1: [1, 2], 2: [2, 3, 1]}
+
+    def settled():
+        s = partition_state(c.node(1).bootstrap, topic_name)
+        if not s or _list_reassignments(c.node(1).port):
+            return None
+        for p, target in want.items():
+            leader, replicas, isr = s[p]
+            if replicas != target or set(isr) != set(target) or leader not in target:
+                return None
+        return s
+    try:
+        final = wait_until(settled, "reassignments complete", timeout=90, interval=0.3)
+    except AssertionError:
+        raise AssertionError(f"last state {partition_state(c.node(1).bootstrap, topic_name)}, "
+                             f"in progress {_list_reassignments(c.node(1).port)}") from None
+    moved_s = time.monotonic() - t0
+    assert (topic_name, 0) in listed or moved_s < 1, listed
+    if (topic_name, 0) in listed:
+        replicas, adding, removing = listed[(topic_name, 0)]
+        assert adding == [4] and removing == [1] and set(replicas) == {1, 2, 3, 4}, listed
+    codes = _alter_reassignments(c.node(1).port, topic_name, {1: None})
+    assert codes == {1: 85}, codes  # NO_REASSIGNMENT_IN_PROGRESS
+    count = len(w.p.deliveries)
+    wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the move", timeout=60)
+    acked, failed = w.finish()
+    assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
+    print(f"\nreassignment of 3 partitions under load settled after {moved_s:.2f}s: {final}")
+
+    history = read_all(c.node(4).bootstrap, topic_name, parts)
+    check_history(history, acked)
+    # The removed replicas' data is gone: node 1 no longer holds p0, node 3 no longer holds p1.
+    wait_until(lambda: not (c.node(1).data_dir / f"{topic_name}-0").exists()
+               and not (c.node(3).data_dir / f"{topic_name}-1").exists(), "removed replicas deleted", timeout=30)
+    assert (c.node(4).data_dir / f"{topic_name}-0").exists()
