@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -101,7 +101,50 @@ pub struct Metrics {
     remote_partition: [Family<PartitionLabel, Gauge<i64, AtomicI64>>; 4],
     remote_totals: [Gauge<i64, AtomicI64>; 16],
     cluster: [Gauge<i64, AtomicI64>; 6],
+    replication: [Gauge<i64, AtomicI64>; 7],
+    follower_lag_entries: Family<ReplicaLabel, Gauge<i64, AtomicI64>>,
+    follower_caught_up_age: Family<ReplicaLabel, Gauge<f64, AtomicU64>>,
 }
+
+/// Labels of a follower replica of a partition this broker leads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabel {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: String,
+    /// The follower's broker id.
+    pub replica: String,
+}
+
+/// Replication figures (Kafka's names where Kafka has them), in [`ReplicationSample`] order.
+pub const REPLICATION_GAUGES: [(&str, &str); 7] = [
+    (
+        "under_replicated_partitions",
+        "Partitions this broker leads whose ISR is smaller than their voter set",
+    ),
+    (
+        "under_min_isr_partitions",
+        "Partitions this broker leads whose ISR is below min.insync.replicas",
+    ),
+    (
+        "offline_partitions",
+        "Partitions without a live leader in this broker's metadata",
+    ),
+    ("leader_count", "Partitions this broker leads"),
+    (
+        "leader_elections_won",
+        "Leaderships this broker won since it started (a counter)",
+    ),
+    (
+        "reassigning_partitions",
+        "Partitions with a reassignment in progress in this broker's metadata",
+    ),
+    (
+        "reassignment_entries_remaining",
+        "Log entries the target replicas of reassignments this broker leads still lack",
+    ),
+];
 
 /// Metadata quorum and cluster figures, read from the embedded controller at scrape time.
 pub const CLUSTER_GAUGES: [(&str, &str); 6] = [
@@ -242,6 +285,23 @@ impl Metrics {
             r.register(name, help, g.clone());
             g
         });
+        let replication = REPLICATION_GAUGES.map(|(name, help)| {
+            let g = Gauge::<i64, AtomicI64>::default();
+            r.register(name, help, g.clone());
+            g
+        });
+        let follower_lag_entries = Family::<ReplicaLabel, Gauge<i64, AtomicI64>>::default();
+        r.register(
+            "follower_lag_entries",
+            "Log entries a follower is behind this leader, per partition and follower",
+            follower_lag_entries.clone(),
+        );
+        let follower_caught_up_age = Family::<ReplicaLabel, Gauge<f64, AtomicU64>>::default();
+        r.register(
+            "follower_caught_up_age_seconds",
+            "Time since a follower last reached this leader's log end (-1: never), per partition and follower",
+            follower_caught_up_age.clone(),
+        );
         let group_lag = Family::<GroupPartitionLabel, Gauge<i64, AtomicI64>>::default();
         r.register(
             "consumer_group_lag",
@@ -249,6 +309,9 @@ impl Metrics {
             group_lag.clone(),
         );
         Self {
+            replication,
+            follower_lag_entries,
+            follower_caught_up_age,
             remote_partition,
             remote_totals,
             cluster,
@@ -282,6 +345,33 @@ impl Metrics {
         }
         for (g, v) in self.cluster.iter().zip(scrape.cluster) {
             g.set(v);
+        }
+        let r = &scrape.replication;
+        for (g, v) in self.replication.iter().zip([
+            r.under_replicated,
+            r.under_min_isr,
+            r.offline,
+            r.leaders,
+            r.elections_won,
+            r.reassigning,
+            r.reassignment_entries_remaining,
+        ]) {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        self.follower_lag_entries.clear();
+        self.follower_caught_up_age.clear();
+        for f in &r.followers {
+            let label = ReplicaLabel {
+                topic: f.topic.clone(),
+                partition: f.partition.to_string(),
+                replica: f.replica.to_string(),
+            };
+            self.follower_lag_entries
+                .get_or_create(&label)
+                .set(i64::try_from(f.lag_entries).unwrap_or(i64::MAX));
+            self.follower_caught_up_age
+                .get_or_create(&label)
+                .set(f.caught_up_age.map_or(-1.0, |d| d.as_secs_f64()));
         }
         self.log_end_offset.clear();
         self.log_start_offset.clear();
@@ -337,6 +427,44 @@ pub struct Scrape {
     pub group_lag: Vec<(String, String, i32, i64)>,
     /// The metadata quorum gauges, in [`CLUSTER_GAUGES`] order.
     pub cluster: [i64; 6],
+    /// Replication figures.
+    pub replication: ReplicationSample,
+}
+
+/// Replication figures at scrape time (see [`REPLICATION_GAUGES`]).
+#[derive(Debug, Default, Clone)]
+pub struct ReplicationSample {
+    /// Led partitions whose ISR is smaller than their voters.
+    pub under_replicated: u64,
+    /// Led partitions whose ISR is below min.insync.replicas.
+    pub under_min_isr: u64,
+    /// Partitions without a live leader (cluster-wide, from the metadata).
+    pub offline: u64,
+    /// Partitions led here.
+    pub leaders: u64,
+    /// Leaderships won since start.
+    pub elections_won: u64,
+    /// Partitions under reassignment (cluster-wide).
+    pub reassigning: u64,
+    /// Entries the reassignment targets of partitions led here still lack.
+    pub reassignment_entries_remaining: u64,
+    /// Followers of the partitions led here.
+    pub followers: Vec<FollowerSample>,
+}
+
+/// One follower of a partition led here.
+#[derive(Debug, Clone)]
+pub struct FollowerSample {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The follower's broker id.
+    pub replica: u64,
+    /// Entries behind the leader's last entry.
+    pub lag_entries: u64,
+    /// Time since it was last caught up (`None`: never).
+    pub caught_up_age: Option<std::time::Duration>,
 }
 
 /// One hosted partition at scrape time.

@@ -386,7 +386,65 @@ impl Services {
             remote_totals: self.remote.as_ref().map(|t| t.totals()),
             group_lag: self.groups.lag(),
             cluster,
+            replication: self.replication_sample(&view),
         }
+    }
+
+    /// The replication figures for one scrape.
+    fn replication_sample(&self, view: &ClusterView) -> crate::metrics::ReplicationSample {
+        let mut out = crate::metrics::ReplicationSample {
+            elections_won: self.replication.leaderships_won(),
+            ..Default::default()
+        };
+        for t in view.topics.values() {
+            for st in &t.states {
+                if !view.is_live(st.leader) {
+                    out.offline += 1;
+                }
+                if st.reassignment.is_some() {
+                    out.reassigning += 1;
+                }
+            }
+        }
+        for p in self.replicas.all() {
+            if !p.is_leader() {
+                continue;
+            }
+            out.leaders += 1;
+            let group = p.group();
+            let isr = group.isr();
+            let moving = view
+                .topic_by_id(p.topic_id)
+                .and_then(|t| usize::try_from(p.index).ok().and_then(|i| t.states.get(i)))
+                .and_then(|s| s.reassignment.clone());
+            let voter_count = {
+                let m = group.raft.metrics();
+                let m = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&m);
+                m.membership_config.membership().voter_ids().count()
+            };
+            if !isr.is_empty() && isr.len() < voter_count {
+                out.under_replicated += 1;
+            }
+            if !isr.is_empty() && isr.len() < p.settings().min_insync_replicas {
+                out.under_min_isr += 1;
+            }
+            for (replica, lag_entries, caught_up_age) in group.follower_lag() {
+                if let Some((original, _)) = &moving {
+                    let adding = i32::try_from(replica).is_ok_and(|r| !original.contains(&r));
+                    if adding {
+                        out.reassignment_entries_remaining += lag_entries;
+                    }
+                }
+                out.followers.push(crate::metrics::FollowerSample {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    replica,
+                    lag_entries,
+                    caught_up_age,
+                });
+            }
+        }
+        out
     }
 
     /// Clean shutdown: leave the cluster (fence this broker so clients go elsewhere at once), then
@@ -481,7 +539,11 @@ async fn report_leadership(
             broker_epoch: link.broker_epoch(),
             partitions,
         };
-        if let Err(e) = link.propose(command).await {
+        let written = tokio::select! {
+            _ = cancel.cancelled() => return,
+            w = link.propose(command) => w,
+        };
+        if let Err(e) = written {
             tracing::warn!(error = %e, "cannot report partition leadership; the next change reports again");
         }
     }

@@ -101,7 +101,11 @@ pub async fn run(
         );
         for (group, to) in moves {
             let Ok(to) = u64::try_from(to) else { continue };
-            if let Err(e) = replication.transfer_leadership(group, to).await {
+            let asked = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = replication.transfer_leadership(group, to) => r,
+            };
+            if let Err(e) = asked {
                 tracing::debug!(%group, to, error = %e, "preferred leader transfer not started");
             }
         }

@@ -462,7 +462,17 @@ impl ReplicaManager {
     pub async fn shutdown(&self) {
         self.cancel.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        // Tasks stop at their next cancellation point; one stuck in a metadata write to a quorum
+        // that is gone (the whole cluster stopping at once) must not hold the shutdown.
+        if tokio::time::timeout(TASK_STOP_PATIENCE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "background tasks still running at shutdown; stopping without them"
+            );
+        }
         self.replication.shutdown().await;
         for p in self.all() {
             if let Err(e) = p.close() {
@@ -471,6 +481,9 @@ impl ReplicaManager {
         }
     }
 }
+
+/// How long shutdown waits for background tasks to notice the cancellation.
+const TASK_STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Broker ids as Raft node ids (negative ids are not valid brokers and are dropped).
 fn to_node_ids(replicas: &[i32]) -> Vec<u64> {

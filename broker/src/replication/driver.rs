@@ -92,6 +92,11 @@ pub async fn run(
                 if before.ready {
                     g.reset_isr();
                     g.log.abandon_proposals();
+                    // A leader that just stepped down (a transfer, a higher term) waits a whole
+                    // election timeout before campaigning: its last contact with a leader is
+                    // from before it led, and a peer that has not heard from the new leader yet
+                    // would grant it, taking the leadership straight back.
+                    g.attempted();
                 }
                 let voter = {
                     let m = g.raft.metrics();
@@ -156,6 +161,9 @@ pub async fn run(
             }
             if now_seen.ready != before.ready {
                 moved = true;
+                if now_seen.ready {
+                    rt.won_leadership();
+                }
             }
             seen.insert(g.id, now_seen);
         }

@@ -247,6 +247,29 @@ impl Group {
         isr
     }
 
+    /// Leader side: each follower's lag as `(follower, log entries behind the leader's last
+    /// entry, time since it was last caught up)` (`None`: never seen caught up).
+    pub fn follower_lag(&self) -> Vec<(u64, u64, Option<Duration>)> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let last = m.last_log_index.unwrap_or(0);
+        let caught = self.caught_up.lock();
+        m.replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(f, matched)| {
+                        let behind = match matched {
+                            Some(l) => last.saturating_sub(l.index),
+                            None => last + 1,
+                        };
+                        (*f, behind, caught.get(f).map(|at| at.elapsed()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The ISR of the last [`Group::update_isr`] (empty unless this node leads).
     pub fn isr(&self) -> Vec<u64> {
         self.isr.lock().clone()

@@ -83,6 +83,7 @@ pub struct Replication {
     overrides: RwLock<BTreeMap<u64, String>>,
     /// Groups whose leadership the metadata does not show right: the driver reports them again.
     rereport: Mutex<BTreeSet<GroupId>>,
+    leaderships_won: std::sync::atomic::AtomicU64,
     /// Last heartbeat answer from each peer.
     peer_acks: Mutex<HashMap<u64, Instant>>,
     /// Bumped whenever a group's leadership here changes (the driver notices it).
@@ -145,6 +146,7 @@ impl Replication {
             fenced: RwLock::new(BTreeSet::new()),
             overrides: RwLock::new(BTreeMap::new()),
             rereport: Mutex::new(BTreeSet::new()),
+            leaderships_won: std::sync::atomic::AtomicU64::new(0),
             peer_acks: Mutex::new(HashMap::new()),
             leadership: watch::Sender::new(0),
         }))
@@ -213,6 +215,18 @@ impl Replication {
 
     pub(crate) fn take_rereport(&self) -> BTreeSet<GroupId> {
         std::mem::take(&mut *self.rereport.lock())
+    }
+
+    /// Leaderships this node won (a group became a ready leader here) since it started.
+    pub fn leaderships_won(&self) -> u64 {
+        self.leaderships_won
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a leadership won.
+    pub(crate) fn won_leadership(&self) {
+        self.leaderships_won
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn leadership_changed(&self) {

@@ -20,6 +20,14 @@ from strata_helpers import admin, fill, producer, wait_futures, wait_until
 GROUP_FLAGS = ["--group-initial-rebalance-delay-ms", "0"]
 
 
+def gauge(c, node: int, name: str) -> float:
+    """A metric without labels from a node's metrics endpoint."""
+    for line in c.node(node).metrics().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in node {node}'s metrics")
+
+
 # ---------------------------------------------------------------------------------------------------
 # 1. Three replicas, metadata, acks=all through a kill -9 of a leader
 # ---------------------------------------------------------------------------------------------------
@@ -83,10 +91,16 @@ def test_restarted_replica_catches_up_into_the_isr_and_serves_the_same_history(c
     wait_replicated(c, topic_name, parts, others, isr=others, via=min(others), timeout=30)
     count = len(w.p.deliveries)
     wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes while the victim is down", timeout=60)
+    # Metrics: the survivors lead every partition, each under-replicated; none offline.
+    wait_until(lambda: sum(gauge(c, i, "strata_under_replicated_partitions") for i in others) == parts,
+               f"{parts} under-replicated partitions in the survivors' metrics", timeout=20)
+    assert all(gauge(c, i, "strata_offline_partitions") == 0 for i in others)
     c.restart(victim)
     t0 = time.monotonic()
     wait_replicated(c, topic_name, parts, {1, 2, 3}, via=min(others), timeout=40)
     rejoin_s = time.monotonic() - t0
+    wait_until(lambda: sum(gauge(c, i, "strata_under_replicated_partitions") for i in c.ids) == 0,
+               "no under-replicated partition in any broker's metrics", timeout=20)
     count = len(w.p.deliveries)
     wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the victim rejoined", timeout=60)
     print(f"\nnode {victim} back in the ISR of all {parts} partitions {rejoin_s:.2f}s after its restart")
