@@ -206,6 +206,11 @@ pub struct BrokerArgs {
     /// may be led elsewhere before they are moved back.
     #[arg(long, env = "STRATA_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE")]
     pub leader_imbalance_per_broker_percentage: Option<u32>,
+    /// `replica.selector.class` (KIP-392): empty or `LeaderSelector` serves consumers from the
+    /// leader; `org.apache.kafka.common.replica.RackAwareReplicaSelector` (or `RackAware`) sends a
+    /// consumer with `client.rack` to an in-sync replica in its rack.
+    #[arg(long, env = "STRATA_REPLICA_SELECTOR_CLASS")]
+    pub replica_selector_class: Option<String>,
     /// What this node runs (`process.roles`): `broker,controller` (combined, the default),
     /// `broker` (metadata from the --controller-voters) or `controller` (a quorum voter only).
     #[arg(long, env = "STRATA_ROLES")]
@@ -337,6 +342,10 @@ pub struct BrokerConfig {
     /// `leader.imbalance.per.broker.percentage`: the share of a broker's preferred partitions that
     /// may be led elsewhere before they are moved back.
     pub leader_imbalance_per_broker_percentage: u32,
+    /// `replica.selector.class` (KIP-392): empty or `LeaderSelector` serves consumers from the
+    /// leader; `org.apache.kafka.common.replica.RackAwareReplicaSelector` (or `RackAware`) sends a
+    /// consumer with `client.rack` to an in-sync replica in its rack.
+    pub replica_selector_class: String,
 }
 
 impl Default for BrokerConfig {
@@ -401,6 +410,7 @@ impl Default for BrokerConfig {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
+            replica_selector_class: String::new(),
         }
     }
 }
@@ -517,6 +527,20 @@ impl BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Whether `replica.selector.class` names the rack-aware selector (`Some(false)`: the leader
+    /// selector; `None`: a class Strata does not know).
+    pub fn rack_aware_selector(&self) -> Option<bool> {
+        let name = self.replica_selector_class.trim();
+        let short = name
+            .strip_prefix("org.apache.kafka.common.replica.")
+            .unwrap_or(name);
+        match short {
+            "" | "LeaderSelector" => Some(false),
+            "RackAwareReplicaSelector" | "RackAware" => Some(true),
+            _ => None,
+        }
+    }
+
     /// Merges defaults, the TOML file named by `--config` (if any), environment and flags.
     pub fn load(args: &BrokerArgs) -> Result<Self, ConfigError> {
         let mut cfg = match &args.config {
@@ -576,6 +600,7 @@ impl BrokerConfig {
             auto_leader_rebalance_enable,
             leader_imbalance_check_interval_seconds,
             leader_imbalance_per_broker_percentage,
+            replica_selector_class,
         );
         for (dst, src) in [
             (&mut cfg.object_store_endpoint, &args.object_store_endpoint),
@@ -699,6 +724,7 @@ impl BrokerConfig {
             "auto_leader_rebalance_enable",
             "leader_imbalance_check_interval_seconds",
             "leader_imbalance_per_broker_percentage",
+            "replica_selector_class",
         ]
     }
 
@@ -1006,6 +1032,13 @@ impl BrokerConfig {
             if value < 10 {
                 return Err(bad(key, value.to_string(), "must be >= 10"));
             }
+        }
+        if self.rack_aware_selector().is_none() {
+            return Err(bad(
+                "replica_selector_class",
+                self.replica_selector_class.clone(),
+                "must be empty, LeaderSelector or RackAwareReplicaSelector (org.apache.kafka.common.replica.*)",
+            ));
         }
         if self.leader_imbalance_check_interval_seconds == 0 {
             return Err(bad(

@@ -338,6 +338,53 @@ impl Services {
         }
     }
 
+    /// The local replica a fetch reads: the leader's, or with `follower_ok` (a consumer's fetch,
+    /// KIP-392) a live follower's, which serves up to its own high watermark.
+    pub fn fetch_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        follower_ok: bool,
+    ) -> Result<Arc<Partition>, BrokerError> {
+        match self.leader_partition(topic, index) {
+            Err(BrokerError::NotLeader(label)) if follower_ok => {
+                match self.replicas.get_by_name(topic, index) {
+                    Some(p) if p.is_live_follower() => Ok(p),
+                    _ => Err(BrokerError::NotLeader(label)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// KIP-392's rack-aware replica selector: for a consumer in rack `client_rack` fetching from
+    /// this leader, a live in-sync replica in that rack (none when this broker is in it, the
+    /// selector is the leader selector, or no replica is there).
+    pub fn preferred_read_replica(
+        &self,
+        topic: &str,
+        index: i32,
+        client_rack: &str,
+    ) -> Option<i32> {
+        if client_rack.is_empty() || self.config.broker.rack_aware_selector() != Some(true) {
+            return None;
+        }
+        if self.config.broker.rack.as_deref() == Some(client_rack) {
+            return None;
+        }
+        let view = self.view();
+        let me = self.node_id();
+        let st = view.partition(topic, index)?;
+        st.isr.iter().copied().find(|b| {
+            *b != me
+                && view.is_live(*b)
+                && view
+                    .brokers
+                    .get(b)
+                    .is_some_and(|r| r.rack.as_deref() == Some(client_rack))
+        })
+    }
+
     /// Figures for one scrape of the metrics endpoint.
     pub fn scrape(&self) -> Scrape {
         let status = self.cluster.quorum_status();

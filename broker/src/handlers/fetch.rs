@@ -1,6 +1,10 @@
 //! Fetch: full fetches (no incremental sessions; session id 0 tells clients to send full requests), with
 //! long-polling on max_wait_ms/min_bytes, the request-wide max_bytes and per-partition limits.
 //!
+//! Consumers (v11+) may fetch from a live follower, which serves up to its own high watermark; a
+//! leader under the rack-aware selector names a replica in the consumer's rack
+//! (`preferred_read_replica`, KIP-392) instead of returning records.
+//!
 //! Reads return whole batches; the first batch of the first non-empty partition is returned even when it
 //! is larger than the limits (KIP-74), so a consumer can always make progress.
 
@@ -32,6 +36,8 @@ struct Slot {
     max_bytes: usize,
     current_leader_epoch: i32,
     missing_code: i16,
+    /// KIP-392: the replica the consumer should read from instead (-1: this one).
+    preferred_read_replica: i32,
 }
 
 pub(super) async fn handle(
@@ -48,6 +54,13 @@ pub(super) async fn handle(
         req.max_bytes as usize
     };
     let by_id = version >= 13;
+    // KIP-392: consumers (no replica id) may read from followers from v11 on.
+    let follower_ok = version >= 11 && req.replica_id.0 < 0;
+    let client_rack = if version >= 11 {
+        req.rack_id.as_str()
+    } else {
+        ""
+    };
 
     let mut topics_out: Vec<FetchableTopicResponse> = Vec::with_capacity(req.topics.len());
     let mut slots = Vec::new();
@@ -68,7 +81,13 @@ pub(super) async fn handle(
         for p in &t.partitions {
             let found = record
                 .as_ref()
-                .map(|_| broker.leader_partition(&name, p.partition));
+                .map(|_| broker.fetch_partition(&name, p.partition, follower_ok));
+            let preferred_read_replica = match &found {
+                Some(Ok(part)) if part.is_leader() => broker
+                    .preferred_read_replica(&name, p.partition, client_rack)
+                    .unwrap_or(-1),
+                _ => -1,
+            };
             let (partition, missing_code) = match found {
                 Some(Ok(part)) => (Some(part), 0),
                 Some(Err(e)) => (None, e.code()),
@@ -84,6 +103,7 @@ pub(super) async fn handle(
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 current_leader_epoch: p.current_leader_epoch,
                 missing_code,
+                preferred_read_replica,
             });
         }
     }
@@ -164,6 +184,13 @@ async fn read_all(
         d.high_watermark = hw;
         d.last_stable_offset = hw;
         d.log_start_offset = start;
+        if slot.preferred_read_replica >= 0 {
+            // The consumer reads from a replica in its rack; no records from here.
+            d.preferred_read_replica = BrokerId(slot.preferred_read_replica);
+            any_error = true; // answer at once, as for an error: nothing to wait for here
+            out.push(d);
+            continue;
+        }
         let limit = slot.max_bytes.min(remaining);
         let min_one = total == 0;
         if limit == 0 && !min_one {

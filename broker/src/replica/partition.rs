@@ -119,6 +119,19 @@ impl Partition {
             && !self.rt.fenced().contains(&me)
     }
 
+    /// Whether this replica may serve consumers as a follower (KIP-392): it follows a leader it
+    /// heard from within the election timeout, so its high watermark trails the leader's by at
+    /// most that long.
+    pub fn is_live_follower(&self) -> bool {
+        let (state, _, leader) = self.group.state();
+        state == openraft::ServerState::Follower
+            && leader.is_some()
+            && self
+                .group
+                .contact()
+                .is_some_and(|c| c.at.elapsed() < self.rt.settings().election_timeout)
+    }
+
     /// Whether this replica's Raft group elected it and it applied an entry of its term (what the
     /// coordinators load state for; serving also needs [`Partition::is_leader`]'s checks).
     pub fn is_raft_leader(&self) -> bool {

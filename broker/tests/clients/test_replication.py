@@ -342,3 +342,50 @@ def test_reassignment_moves_replicas_under_load_with_nothing_lost(cluster_factor
     wait_until(lambda: not (c.node(1).data_dir / f"{topic_name}-0").exists()
                and not (c.node(3).data_dir / f"{topic_name}-1").exists(), "removed replicas deleted", timeout=30)
     assert (c.node(4).data_dir / f"{topic_name}-0").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. Fetch from follower (KIP-392): a consumer with client.rack reads from the replica in its rack
+# ---------------------------------------------------------------------------------------------------
+
+def _bytes_out(c, node: int, topic: str) -> float:
+    total = 0.0
+    for line in c.node(node).metrics().splitlines():
+        if line.startswith("strata_bytes_out_total{") and f'topic="{topic}"' in line:
+            total += float(line.split()[-1])
+    return total
+
+
+def test_consumer_with_client_rack_reads_from_the_follower_in_its_rack(tmp_path, request, topic_name):
+    from conftest import Cluster, _reported_brokers
+    c = Cluster(tmp_path / "racks", tmp_path / "logs", 3,
+                ["--replica-selector-class", "org.apache.kafka.common.replica.RackAwareReplicaSelector"])
+    _reported_brokers(request).extend(c.nodes)
+    for b in c.nodes:
+        b.flags += ["--rack", f"zone-{b.node_id}"]
+    try:
+        c.start_all()
+        adm = admin(c.node(1).bootstrap)  # referenced until the futures resolve
+        from confluent_kafka.admin import NewTopic
+        wait_futures(adm.create_topics([NewTopic(topic_name, num_partitions=1, replica_assignment=[[1, 2, 3]])],
+                                       operation_timeout=20, request_timeout=25), timeout=30)
+        wait_until(lambda: (s := partition_state(c.node(1).bootstrap, topic_name)) and s[0][0] == 1
+                   and set(s[0][2]) == {1, 2, 3}, "led by 1 with three replicas in sync", timeout=30)
+        p = producer(c.node(1).bootstrap, acks="all")
+        values = [f"v-{i}".encode() for i in range(500)]
+        for v in values:
+            p.produce(topic_name, value=v, partition=0)
+        p.flush(30)
+        assert not p.errors()
+        before = {i: _bytes_out(c, i, topic_name) for i in c.ids}
+        from strata_helpers import consume
+        got = consume(c.node(1).bootstrap, topic_name, [0], count=len(values), timeout=60,
+                      **{"client.rack": "zone-3"})
+        assert [m.value() for m in got] == values
+        after = {i: _bytes_out(c, i, topic_name) for i in c.ids}
+        served = {i: after[i] - before[i] for i in c.ids}
+        print(f"\nbytes served per broker to a consumer in zone-3: {served}")
+        assert served[3] > 0 and served[1] == 0 and served[2] == 0, served
+    finally:
+        errors = c.shutdown()
+        assert not errors, errors
