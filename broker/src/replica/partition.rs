@@ -487,6 +487,18 @@ impl Partition {
         {
             return;
         }
+        // Only what this replica applied can be snapshotted (openraft's invariant: a snapshot
+        // never passes the applied point). Right after a restart nothing is applied until the
+        // group replays its log; the next retention pass asks again.
+        if self
+            .group
+            .log
+            .applied()
+            .last
+            .is_none_or(|a| a.index < below.index)
+        {
+            return;
+        }
         self.group.sm.set_snapshot_boundary(offset);
         let raft = self.group.raft.clone();
         let label = self.label.clone();

@@ -302,11 +302,12 @@ impl Replication {
                 epochs: Vec::new(),
                 offloaded_end: None,
             };
-            log.save_snapshot(&meta, &data)?;
             log.set_applied(|a| {
                 a.last = at;
                 a.membership = meta.last_membership.clone();
             });
+            log.flush_applied();
+            log.save_snapshot(&meta, &data)?;
         }
         let sm = StateMachine::new(log.clone());
         let raft: PartitionRaft = openraft::Raft::new(

@@ -139,6 +139,9 @@ impl RaftSnapshotBuilder<PartitionRaftConfig> for StateMachine {
             last_log_id: Some(to_log_id(last)),
             last_membership: self.membership_at(last.index),
         };
+        // Write order: the applied point first, then the snapshot (never a snapshot beyond the
+        // applied point on disk; `applied_state` repairs logs written before this order).
+        self.log.flush_applied();
         self.log.save_snapshot(&meta, &data).map_err(io_error)?;
         tracing::debug!(partition = %self.log.label(), last = last.index, start_offset = data.start_offset, "built a snapshot");
         Ok(Snapshot {
@@ -153,7 +156,34 @@ impl RaftStateMachine<PartitionRaftConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let a = self.log.applied();
+        let mut a = self.log.applied();
+        if let Some((meta, _)) = self.log.snapshot() {
+            if meta.last_log_id > a.last {
+                // Killed between saving a snapshot and persisting the applied point: everything
+                // the snapshot covers was applied (the state machine is the log itself), and
+                // openraft requires the applied point to be at least the snapshot's.
+                a.last = meta.last_log_id;
+                if meta.last_membership.log_id() > a.membership.log_id() {
+                    a.membership = meta.last_membership.clone();
+                }
+                let (last, membership) = (a.last, a.membership.clone());
+                self.log.set_applied(|x| {
+                    x.last = last;
+                    x.membership = membership;
+                });
+                if let Some(l) = last {
+                    let next = self
+                        .log
+                        .log()
+                        .read()
+                        .next_offset_after(l.index)
+                        .map_err(io_error)?;
+                    if let Some(next) = next {
+                        self.log.publish_hw(next);
+                    }
+                }
+            }
+        }
         Ok((a.last, a.membership))
     }
 

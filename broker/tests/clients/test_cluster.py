@@ -3,8 +3,8 @@ metadata quorum (combined mode). Real clients (confluent-kafka, kcat) against it
 produce/consume through every node, a consumer group spanning nodes, controller failover (kill -9),
 broker fencing (SIGSTOP / SIGCONT / kill -9), a full cluster restart and bad quorum configuration.
 
-Partition replication is not implemented yet: every topic has replication factor 1, so the partitions
-of a fenced or dead broker have no leader (-1) until it returns, and come back on that same broker.
+These tests use replication factor 1 topics, so the partitions of a fenced or dead broker have no leader
+(-1) until it returns, and come back on that same broker; replicated topics are in `test_replication.py`.
 Run with `-s` to see the measured failover and fencing times.
 """
 

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Replication benchmark (run by benchmarks/replication.sh): three release `strata broker` processes on this
+machine (the cluster of cluster_bench.py), measured from the outside.
+
+  replication_bench.py run --work-dir DIR [--partitions 3000] [--only failover,throughput]
+                           [--records 200000] [--invocation "..."]
+
+Sections:
+  failover    PARTITIONS partitions with replication factor 3 (topics of 100 partitions). Idle CPU (% of a
+              core) and RSS of every broker over 15 s once all are led with three replicas in sync. Then
+              kill -9 of the broker leading the most partitions (about a third): time until a survivor's
+              Metadata shows every partition led by a live broker, and until one acks=all produce to every
+              partition (sent right after the kill by a producer connected before it) succeeded. Then the
+              broker is restarted: time until every partition has its three replicas in sync again.
+  throughput  acks=all, 1 KiB records, one topic of 6 partitions with replication factor 1 and one with 3,
+              alternating (RF1, RF3, RF1, RF3): strata-bench's saturating producer (records/s, MB/s, send-
+              to-ack p50/p99), then a fixed-rate run at half the RF3 rate for the latency at half load.
+
+Markdown for benchmarks/RESULTS.md goes to stdout, progress to stderr. Environment: STRATA_BIN (the broker),
+STRATA_BENCH (target/release/strata-bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cluster_bench as cb  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def log(msg: str) -> None:
+    cb.log(msg)
+
+
+def bench_bin() -> Path:
+    env = os.environ.get("STRATA_BENCH")
+    if env:
+        return Path(env)
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    return target / "release" / "strata-bench"
+
+
+def state(bootstrap: str, topics: list[str]) -> dict | None:
+    """(topic, partition) -> (leader, replicas, isr) from a fresh admin client, None if unreachable."""
+    from confluent_kafka import KafkaException
+    adm = cb.admin(bootstrap)
+    try:
+        md = adm.list_topics(timeout=10)
+    except KafkaException:
+        return None
+    out = {}
+    for t in topics:
+        tm = md.topics.get(t)
+        if tm is None or tm.error is not None:
+            return None
+        for p, pm in tm.partitions.items():
+            out[(t, p)] = (pm.leader, list(pm.replicas), sorted(pm.isrs))
+    return out
+
+
+def wait_for(cond, what: str, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout}s: {what}")
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds so far, RSS bytes) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+def idle_cost(c: cb.Cluster, seconds: float = 15.0) -> dict[int, tuple[float, int]]:
+    """node -> (CPU % of one core, RSS bytes) over `seconds` of no client traffic."""
+    before = {b.node_id: proc_usage(b.proc.pid) for b in c.live()}
+    time.sleep(seconds)
+    out = {}
+    for b in c.live():
+        cpu, rss = proc_usage(b.proc.pid)
+        out[b.node_id] = (100.0 * (cpu - before[b.node_id][0]) / seconds, rss)
+    return out
+
+
+def create_rf3(c: cb.Cluster, names: list[str], partitions: int) -> None:
+    from confluent_kafka.admin import NewTopic
+    adm = cb.admin(c.node(1).bootstrap)
+    for i in range(0, len(names), 5):
+        futs = adm.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=3)
+                                  for n in names[i:i + 5]], operation_timeout=120, request_timeout=150)
+        for f in futs.values():
+            f.result(timeout=180)
+
+
+def all_in_sync(c: cb.Cluster, topics: list[str], live: set[int], via: int):
+    s = state(c.node(via).bootstrap, topics)
+    if not s:
+        return None
+    ok = all(leader in live and set(isr) == live and len(r) == 3 for leader, r, isr in s.values())
+    return s if ok else None
+
+
+def bench_failover(c: cb.Cluster, partitions: int) -> dict:
+    from confluent_kafka import Producer
+    per_topic = 100
+    topics = [f"rf3-failover-{i}" for i in range(max(1, partitions // per_topic))]
+    t0 = time.monotonic()
+    create_rf3(c, topics, per_topic)
+    s = wait_for(lambda: all_in_sync(c, topics, {1, 2, 3}, 1), "all partitions in sync", 600, 1.0)
+    created_s = time.monotonic() - t0
+    log(f"{len(s)} RF3 partitions created and in sync after {created_s:.1f}s")
+    idle = idle_cost(c)
+    led = {i: sum(1 for leader, _, _ in s.values() if leader == i) for i in (1, 2, 3)}
+    victim = max(led, key=led.get)
+    others = {1, 2, 3} - {victim}
+    via = min(others)
+    p = Producer({"bootstrap.servers": ",".join(c.node(i).bootstrap for i in (1, 2, 3)), "acks": "all",
+                  "linger.ms": 5, "message.timeout.ms": 120000, "retry.backoff.ms": 50,
+                  "topic.metadata.refresh.interval.ms": 1000, "enable.idempotence": True})
+    for (t, part) in s:  # connect to every leader before the kill
+        p.produce(t, value=b"warm", partition=part)
+    p.flush(60)
+    done: dict[tuple[str, int], float] = {}
+    errors = []
+
+    def cb_(err, msg):
+        if err is None:
+            done[(msg.topic(), msg.partition())] = time.monotonic()
+        else:
+            errors.append(str(err))
+    c.node(victim).kill9()
+    k = time.monotonic()
+    for (t, part) in s:
+        p.produce(t, value=b"after-kill", partition=part, on_delivery=cb_)
+    leaders_s = None
+    while time.monotonic() - k < 120:
+        p.poll(0.05)
+        if leaders_s is None:
+            st = state(c.node(via).bootstrap, topics)
+            if st and all(leader in others for leader, _, _ in st.values()):
+                leaders_s = time.monotonic() - k
+        if leaders_s is not None and len(done) + len(errors) >= len(s):
+            break
+    p.flush(60)
+    produce_s = max(done.values()) - k if len(done) == len(s) else None
+    log(f"kill -9 of {victim} (leading {led[victim]}): leaders after {leaders_s}, produce to all after {produce_s}")
+    c.node(victim).spawn()
+    r0 = time.monotonic()
+    c.node(victim).wait_port(120)
+    wait_for(lambda: all_in_sync(c, topics, {1, 2, 3}, via), "rejoined the ISR everywhere", 600, 0.5)
+    rejoin_s = time.monotonic() - r0
+    log(f"node {victim} back in every ISR after {rejoin_s:.1f}s")
+    return {"partitions": len(s), "created_s": created_s, "idle": idle, "victim": victim, "led": led[victim],
+            "leaders_s": leaders_s, "produce_s": produce_s, "produce_errors": len(errors), "rejoin_s": rejoin_s}
+
+
+def run_bench(args: list[str]) -> dict:
+    """strata-bench with --json-like RESULT lines; returns the parsed figures of its last RESULT line."""
+    out = subprocess.run([str(bench_bin()), *args], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"strata-bench {' '.join(args)} failed: {out.stderr[-2000:]}")
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(f"strata-bench printed no RESULT line: {out.stdout[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def bench_throughput(c: cb.Cluster, records: int) -> dict:
+    from confluent_kafka.admin import NewTopic
+    adm = cb.admin(c.node(1).bootstrap)
+    for name, rf in (("rf1-throughput", 1), ("rf3-throughput", 3)):
+        for f in adm.create_topics([NewTopic(name, num_partitions=6, replication_factor=rf)],
+                                   operation_timeout=60, request_timeout=90).values():
+            f.result(timeout=120)
+    wait_for(lambda: all_in_sync(c, ["rf3-throughput"], {1, 2, 3}, 1), "rf3 topic in sync", 60, 0.5)
+    bootstrap = ",".join(c.node(i).bootstrap for i in (1, 2, 3))
+    runs: dict[str, list[dict]] = {"rf1": [], "rf3": []}
+    for _ in range(2):
+        for rf in ("rf1", "rf3"):
+            r = run_bench(["produce", "--bootstrap", bootstrap, "--topic", f"{rf}-throughput", "--records",
+                           str(records), "--record-size", "1024", "--acks", "all"])
+            log(f"{rf}: {r}")
+            runs[rf].append(r)
+    return runs
+
+
+def report(args, failover, throughput, invocation: str) -> str:
+    lines = [f"\n## {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} replication benchmark",
+             "", f"Command: `{invocation}`", f"Commit: `{cb.sh(['git', 'rev-parse', '--short', 'HEAD']).strip()}`",
+             f"Machine: {cb.machine()}", ""]
+    if failover:
+        f = failover
+        lines += ["### Failover of a broker leading a third of the partitions (RF 3, 3 brokers)", "",
+                  "| partitions | created and in sync | leaders of the killed broker | every partition led | "
+                  "acks=all produce to every partition | killed broker back in every ISR |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| {f['partitions']} | {f['created_s']:.1f} s | {f['led']} | {cb.fmt_s(f['leaders_s'])} | "
+                  f"{cb.fmt_s(f['produce_s'])} ({f['produce_errors']} errors) | {f['rejoin_s']:.1f} s |", "",
+                  f"Idle cost at {f['partitions']} partitions x 3 replicas ({f['partitions']} replicas per broker), "
+                  "15 s without client traffic:", "", "| broker | CPU (% of a core) | RSS |", "| --- | --- | --- |"]
+        for node, (cpu, rss) in sorted(f["idle"].items()):
+            lines.append(f"| {node} | {cpu:.1f} % | {rss / 2**20:.0f} MiB |")
+        lines.append("")
+    if throughput:
+        lines += ["### acks=all, 1 KiB records, replication factor 1 against 3 (6 partitions, strata-bench produce)",
+                  "", "| run | RF | records/s | MB/s | send-to-ack p50 | p99 |", "| --- | --- | --- | --- | --- | --- |"]
+        for rf in ("rf1", "rf3"):
+            for i, r in enumerate(throughput[rf]):
+                lines.append(f"| {i + 1} | {rf[2]} | {r.get('records_per_s', 0):,.0f} | {r.get('mb_per_s', 0):.1f} | "
+                             f"{r.get('p50_ms', 0):.2f} ms | {r.get('p99_ms', 0):.2f} ms |")
+        rf1 = statistics.median(r.get("records_per_s", 0) for r in throughput["rf1"])
+        rf3 = statistics.median(r.get("records_per_s", 0) for r in throughput["rf3"])
+        lines += ["", f"RF3 / RF1 (medians): {rf3 / rf1 * 100:.0f} %." if rf1 else "", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--work-dir", required=True)
+    r.add_argument("--partitions", type=int, default=3000)
+    r.add_argument("--records", type=int, default=200_000)
+    r.add_argument("--only", default="failover,throughput")
+    r.add_argument("--invocation", default="benchmarks/replication.sh")
+    args = ap.parse_args(argv)
+    only = set(args.only.split(","))
+    failover = throughput = None
+    if "failover" in only:
+        c = cb.Cluster(Path(args.work_dir) / "failover")
+        try:
+            c.start_all()
+            failover = bench_failover(c, args.partitions)
+        finally:
+            c.stop_all()
+    if "throughput" in only:
+        c = cb.Cluster(Path(args.work_dir) / "throughput")
+        try:
+            c.start_all()
+            throughput = bench_throughput(c, args.records)
+        finally:
+            c.stop_all()
+    print(report(args, failover, throughput, args.invocation))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
