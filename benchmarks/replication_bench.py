@@ -5,6 +5,8 @@ machine (the cluster of cluster_bench.py), measured from the outside.
   replication_bench.py run --work-dir DIR [--partitions 3000] [--only failover,throughput]
                            [--records 200000] [--invocation "..."]
 
+  (run it through benchmarks/replication.sh, which builds the release binaries first)
+
 Sections:
   failover    PARTITIONS partitions with replication factor 3 (topics of 100 partitions). Idle CPU (% of a
               core) and RSS of every broker over 15 s once all are led with three replicas in sync. Then
@@ -14,7 +16,7 @@ Sections:
               broker is restarted: time until every partition has its three replicas in sync again.
   throughput  acks=all, 1 KiB records, one topic of 6 partitions with replication factor 1 and one with 3,
               alternating (RF1, RF3, RF1, RF3): strata-bench's saturating producer (records/s, MB/s, send-
-              to-ack p50/p99), then a fixed-rate run at half the RF3 rate for the latency at half load.
+              to-ack p50/p99 under saturation).
 
 Markdown for benchmarks/RESULTS.md goes to stdout, progress to stderr. Environment: STRATA_BIN (the broker),
 STRATA_BENCH (target/release/strata-bench).
@@ -197,7 +199,7 @@ def bench_throughput(c: cb.Cluster, records: int) -> dict:
     runs: dict[str, list[dict]] = {"rf1": [], "rf3": []}
     for _ in range(2):
         for rf in ("rf1", "rf3"):
-            r = run_bench(["produce", "--bootstrap", bootstrap, "--topic", f"{rf}-throughput", "--records",
+            r = run_bench(["produce", "--bootstrap", bootstrap, "--topic", f"{rf}-throughput", "--count",
                            str(records), "--record-size", "1024", "--acks", "all"])
             log(f"{rf}: {r}")
             runs[rf].append(r)
@@ -226,10 +228,11 @@ def report(args, failover, throughput, invocation: str) -> str:
                   "", "| run | RF | records/s | MB/s | send-to-ack p50 | p99 |", "| --- | --- | --- | --- | --- | --- |"]
         for rf in ("rf1", "rf3"):
             for i, r in enumerate(throughput[rf]):
-                lines.append(f"| {i + 1} | {rf[2]} | {r.get('records_per_s', 0):,.0f} | {r.get('mb_per_s', 0):.1f} | "
-                             f"{r.get('p50_ms', 0):.2f} ms | {r.get('p99_ms', 0):.2f} ms |")
-        rf1 = statistics.median(r.get("records_per_s", 0) for r in throughput["rf1"])
-        rf3 = statistics.median(r.get("records_per_s", 0) for r in throughput["rf3"])
+                lat = r.get("latency_ms") or {}
+                lines.append(f"| {i + 1} | {rf[2]} | {r.get('msgs_per_sec', 0):,.0f} | {r.get('mb_per_sec', 0):.1f} | "
+                             f"{lat.get('p50', 0):.2f} ms | {lat.get('p99', 0):.2f} ms |")
+        rf1 = statistics.median(r.get("msgs_per_sec", 0) for r in throughput["rf1"])
+        rf3 = statistics.median(r.get("msgs_per_sec", 0) for r in throughput["rf3"])
         lines += ["", f"RF3 / RF1 (medians): {rf3 / rf1 * 100:.0f} %." if rf1 else "", ""]
     return "\n".join(lines)
 

@@ -311,8 +311,13 @@ class Report:
 
 
 def leader_epochs(c: Cluster, topic: str, via: int | None = None) -> dict[int, int]:
-    """partition -> leader epoch, from a raw Metadata v7 request to node `via` (default: any live node;
-    confluent-kafka does not expose epochs)."""
+    """partition -> leader epoch (see `leaders_and_epochs`)."""
+    return {p: e for p, (_, e) in leaders_and_epochs(c, topic, via).items()}
+
+
+def leaders_and_epochs(c: Cluster, topic: str, via: int | None = None) -> dict[int, tuple[int, int]]:
+    """partition -> (leader, leader epoch), from one raw Metadata v7 request to node `via` (default: any live
+    node; confluent-kafka does not expose epochs)."""
     from kafka.protocol.metadata import MetadataRequest
 
     from conftest import _raw_request
@@ -327,7 +332,7 @@ def leader_epochs(c: Cluster, topic: str, via: int | None = None) -> dict[int, i
         for _error, name, _internal, parts in resp.topics:
             if name == topic:
                 # (error, partition, leader, leader_epoch, replicas, isr, offline)
-                return {p[1]: p[3] for p in parts}
+                return {p[1]: (p[2], p[3]) for p in parts}
     return {}
 
 
@@ -375,12 +380,12 @@ def run(c: Cluster, links: Links, topic: str, seed: int, rounds: int, partitions
         rng.shuffle(kinds)
         for n, kind in enumerate(kinds):
             # The victim leads something, so every fault must move leadership (checked below).
+            # Leaders and epochs from one answer (leadership may move between two reads: auto rebalance).
             witness0 = c.ids[0]
-            before = wait_until(lambda: partition_state(c.node(witness0).bootstrap, topic), "partition state",
-                                timeout=20)
-            leaders = sorted({leader for leader, _, _ in before.values() if leader in c.ids})
+            before = wait_until(lambda: leaders_and_epochs(c, topic, via=witness0), "partition state", timeout=20)
+            before_epochs = {p: e for p, (_, e) in before.items()}
+            leaders = sorted({leader for leader, _ in before.values() if leader in c.ids})
             victim = rng.choice(leaders)
-            before_epochs = leader_epochs(c, topic, via=witness0)
             held = rng.uniform(*hold)
             log(f"round {n + 1}/{rounds}: {kind} node {victim} for {held:.1f}s")
             report.rounds.append(f"{kind}:{victim}")
@@ -413,7 +418,7 @@ def run(c: Cluster, links: Links, topic: str, seed: int, rounds: int, partitions
                 break
             after = partition_state(c.node(witness).bootstrap, topic) or {}
             epochs = leader_epochs(c, topic, via=witness)
-            still = [p for p, (leader, _, _) in before.items()
+            still = [p for p, (leader, _) in before.items()
                      if leader == victim and epochs.get(p, -1) <= before_epochs.get(p, -1)]
             if still:
                 report.violations.append(f"harness: round {n + 1} ({kind} {victim}) moved no leadership of "

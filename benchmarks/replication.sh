@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Replication benchmark: failover of a broker leading a third of 3,000 RF3 partitions, idle cost of those
+# replicas, and acks=all throughput with replication factor 1 against 3.
+#
+#   benchmarks/replication.sh [--quick] [--no-build] [--only failover,throughput] [--partitions N]
+#
+# Starts three release `strata broker` processes on loopback (benchmarks/cluster_bench.py's cluster) and
+# measures with benchmarks/replication_bench.py; prints a markdown section for benchmarks/RESULTS.md.
+# --quick: 600 partitions and 50,000 records. Environment: STRATA_BIN, STRATA_BENCH, PYTHON, TMPDIR.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+INVOCATION="benchmarks/replication.sh $*"
+BUILD=1
+ARGS=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) ARGS+=(--partitions 600 --records 50000) ;;
+        --no-build) BUILD=0 ;;
+        --only) ARGS+=(--only "${2:?}"); shift ;;
+        --partitions) ARGS+=(--partitions "${2:?}"); shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+export STRATA_BIN="${STRATA_BIN:-$TARGET/release/strata}"
+export STRATA_BENCH="${STRATA_BENCH:-$TARGET/release/strata-bench}"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$HOME/.cache/strata/venv/bin/python" ]]; then PYTHON="$HOME/.cache/strata/venv/bin/python"; else PYTHON=python3; fi
+fi
+if [[ $BUILD -eq 1 ]]; then
+    cargo build --release -p strata-broker -p strata-benchmarks
+fi
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/strata-replication.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+"$PYTHON" benchmarks/replication_bench.py run --work-dir "$WORK" --invocation "$INVOCATION" "${ARGS[@]}"
