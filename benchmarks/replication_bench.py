@@ -166,6 +166,9 @@ def bench_failover(c: cb.Cluster, partitions: int) -> dict:
     p.flush(60)
     produce_s = max(done.values()) - k if len(done) == len(s) else None
     log(f"kill -9 of {victim} (leading {led[victim]}): leaders after {leaders_s}, produce to all after {produce_s}")
+    if errors:
+        from collections import Counter
+        log(f"produce errors: {Counter(errors).most_common(5)}")
     c.node(victim).spawn()
     r0 = time.monotonic()
     c.node(victim).wait_port(120)
