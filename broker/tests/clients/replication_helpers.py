@@ -112,3 +112,17 @@ def check_history(read: dict[int, list[tuple[int, bytes]]], acked: dict[bytes, t
     for p, rows in read.items():
         offsets = [o for o, _ in rows]
         assert offsets == sorted(set(offsets)), f"partition {p}: offsets not strictly increasing"
+
+
+def finish_and_check(w: Writer, c: Cluster, topic: str, partitions: int, nodes) -> dict:
+    """Stops the writer (no send may have failed), reads the topic through each of `nodes` and checks that
+    they serve one history holding every acknowledged value once at its acknowledged offset; returns the
+    acknowledged values."""
+    acked, failed = w.finish()
+    assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
+    nodes = list(nodes)
+    first = read_all(c.node(nodes[0]).bootstrap, topic, partitions)
+    check_history(first, acked)
+    for i in nodes[1:]:
+        assert read_all(c.node(i).bootstrap, topic, partitions) == first, f"node {i} serves another history"
+    return acked

@@ -13,7 +13,7 @@ import time
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, ElectionType, KafkaError, TopicPartition
 
-from replication_helpers import (Writer, check_history, create_replicated, partition_state, read_all,
+from replication_helpers import (Writer, create_replicated, finish_and_check, partition_state, read_all,
                                  wait_replicated)
 from strata_helpers import admin, fill, producer, wait_futures, wait_until
 
@@ -62,15 +62,9 @@ def test_rf3_topic_survives_kill9_of_a_leader_without_losing_an_acknowledged_wri
     print(f"\nkill -9 of node {victim} (leading partitions {sorted(led_before)}): every partition led by "
           f"{sorted(others)} with ISR {sorted(others)} after {failover_s:.2f}s")
 
-    acked, failed = w.finish()
-    assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
-    assert len(acked) == w.sent, (len(acked), w.sent)
-
     # Read through both survivors: one history, every acknowledged value in it once.
-    a, b = sorted(others)
-    first = read_all(c.node(a).bootstrap, topic_name, parts)
-    check_history(first, acked)
-    assert read_all(c.node(b).bootstrap, topic_name, parts) == first, f"node {b} serves another history"
+    acked = finish_and_check(w, c, topic_name, parts, sorted(others))
+    assert len(acked) == w.sent, (len(acked), w.sent)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -123,11 +117,7 @@ def test_restarted_replica_catches_up_into_the_isr_and_serves_the_same_history(c
 
     count = len(w.p.deliveries)
     wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the preferred election", timeout=60)
-    acked, failed = w.finish()
-    assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
-    first = read_all(c.node(min(others)).bootstrap, topic_name, parts)
-    check_history(first, acked)
-    assert read_all(c.node(victim).bootstrap, topic_name, parts) == first, f"node {victim} serves another history"
+    finish_and_check(w, c, topic_name, parts, [min(others), victim])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -166,12 +156,7 @@ def test_sigstopped_leader_is_replaced_and_returns_as_a_follower_then_leads_agai
           f"back in the ISR after SIGCONT, preferred leaders restored {time.monotonic() - t1:.2f}s later")
     count = len(w.p.deliveries)
     wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after SIGCONT", timeout=60)
-    acked, failed = w.finish()
-    assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
-    first = read_all(c.node(victim).bootstrap, topic_name, parts)
-    check_history(first, acked)
-    for i in others:
-        assert read_all(c.node(i).bootstrap, topic_name, parts) == first, f"node {i} serves another history"
+    finish_and_check(w, c, topic_name, parts, [victim, *sorted(others)])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -332,12 +317,8 @@ def test_reassignment_moves_replicas_under_load_with_nothing_lost(cluster_factor
     assert codes == {1: 85}, codes  # NO_REASSIGNMENT_IN_PROGRESS
     count = len(w.p.deliveries)
     wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the move", timeout=60)
-    acked, failed = w.finish()
-    assert not failed, f"{len(failed)} sends failed, e.g. {[(d.value, str(d.error)) for d in failed[:3]]}"
     print(f"\nreassignment of 3 partitions under load settled after {moved_s:.2f}s: {final}")
-
-    history = read_all(c.node(4).bootstrap, topic_name, parts)
-    check_history(history, acked)
+    finish_and_check(w, c, topic_name, parts, [4])
     # The removed replicas' data is gone: node 1 no longer holds p0, node 3 no longer holds p1.
     wait_until(lambda: not (c.node(1).data_dir / f"{topic_name}-0").exists()
                and not (c.node(3).data_dir / f"{topic_name}-1").exists(), "removed replicas deleted", timeout=30)
