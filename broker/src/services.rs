@@ -399,7 +399,7 @@ impl Services {
                 .last_applied
                 .and_then(|i| i64::try_from(i).ok())
                 .unwrap_or(0),
-            i64::try_from(view.index).unwrap_or(i64::MAX),
+            i64::try_from(self.cluster.reconciled_index()).unwrap_or(i64::MAX),
             self.cluster.broker_epoch(),
             i64::try_from(view.live_brokers().count()).unwrap_or(i64::MAX),
         ];

@@ -176,6 +176,12 @@ pub struct MetadataState {
     /// Deleted topics whose objects in the object store are still to be removed.
     #[serde(default)]
     pub pending_remote_deletions: BTreeSet<Uuid>,
+    /// Bumped by every applied command except broker heartbeats (which only move a broker's
+    /// `last_heartbeat_ms`): a reader that saw the same generation needs to look at nothing else.
+    /// Heartbeats are most of the log at idle, and brokers rebuild their view of thousands of
+    /// partitions only when this moves.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl Default for MetadataState {
@@ -192,6 +198,7 @@ impl Default for MetadataState {
             broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             cluster_id: None,
             pending_remote_deletions: BTreeSet::new(),
+            generation: 0,
         }
     }
 }
@@ -650,6 +657,15 @@ impl CommandError {
 
 /// Apply `command` to `state`. Pure and deterministic; on `Err` the state is unchanged.
 pub fn apply(state: &mut MetadataState, command: Command) -> Result<Outcome, CommandError> {
+    let heartbeat = matches!(command, Command::BrokerHeartbeat { .. });
+    let outcome = apply_command(state, command)?;
+    if !heartbeat {
+        state.generation += 1;
+    }
+    Ok(outcome)
+}
+
+fn apply_command(state: &mut MetadataState, command: Command) -> Result<Outcome, CommandError> {
     match command {
         Command::InitCluster { cluster_id, import } => init_cluster(state, cluster_id, import),
         Command::FinishTopicDeletion { topic_id } => {
@@ -1316,6 +1332,31 @@ mod tests {
             },
         );
         assert_eq!(hb, Ok(Outcome::HeartbeatAccepted { fenced: false }));
+    }
+
+    /// Heartbeats leave the generation alone (brokers skip rebuilding their view for them); every
+    /// other applied command moves it, and a refused command changes nothing.
+    #[test]
+    fn generation_moves_with_everything_but_heartbeats() {
+        let mut s = MetadataState::default();
+        let epoch = register(&mut s, 1, 0);
+        let g = s.generation;
+        assert!(g > 0, "a registration moves the generation");
+        let hb = apply(
+            &mut s,
+            Command::BrokerHeartbeat {
+                broker_id: 1,
+                broker_epoch: epoch,
+                now_ms: 500,
+            },
+        );
+        assert_eq!(hb, Ok(Outcome::HeartbeatAccepted { fenced: false }));
+        assert_eq!(s.generation, g);
+        assert_eq!(s.brokers[&1].last_heartbeat_ms, 500);
+        create(&mut s, "t", 1, &[&[1]]).expect("create t");
+        assert_eq!(s.generation, g + 1);
+        create(&mut s, "t", 1, &[&[1]]).expect_err("exists");
+        assert_eq!(s.generation, g + 1);
     }
 
     /// The '.'/'_' collision rule is the state machine's, so every broker enforces the same.

@@ -258,6 +258,23 @@ impl ClusterLink {
         written.response.map_err(command_error)
     }
 
+    /// Records that the published view is still right at log index `index` (the entries after
+    /// the view's own index changed nothing it shows: broker heartbeats).
+    pub fn mark_reconciled(&self, index: u64) {
+        self.reconciled.send_if_modified(|at| {
+            let newer = index > *at;
+            if newer {
+                *at = index;
+            }
+            newer
+        });
+    }
+
+    /// The log index the published view reflects (see [`ClusterLink::mark_reconciled`]).
+    pub fn reconciled_index(&self) -> u64 {
+        *self.reconciled.borrow()
+    }
+
     /// A receiver that changes whenever a new view is published.
     pub fn subscribe_reconciled(&self) -> watch::Receiver<u64> {
         self.reconciled.subscribe()

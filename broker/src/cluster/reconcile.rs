@@ -5,9 +5,12 @@
 //! view, so a handler that sees a partition in the view finds its replica open. Leadership is not
 //! the metadata's to give: the partitions' Raft groups elect their leaders, who report to the
 //! controller. The reconciler also hands the replication layer its peers' endpoints and the
-//! fenced brokers.
+//! fenced brokers. Entries that change nothing a view shows (broker heartbeats, told apart by the
+//! metadata's `generation`) only advance the published index; the view is rebuilt for them at
+//! most every `RECHECK`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +20,10 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::replica::{PartitionKey, ReplicaManager, Transition};
 use crate::replication::types::GroupId;
+
+/// How often the reconciler rebuilds the view and re-checks leaderships while only heartbeats
+/// arrive.
+const RECHECK: Duration = Duration::from_secs(5);
 
 /// The transitions that bring the replicas hosted here (`hosted`, with their topic names) in line
 /// with `next`; `prev` is the view acted on before, if any. Removals come first, so a topic
@@ -122,6 +129,7 @@ pub async fn run_reconciler(
     cancel: CancellationToken,
 ) {
     let mut applied = link.subscribe_applied();
+    let mut last_pass: Option<(u64, Instant)> = None;
     // Entries applied between the start-up view and this subscription are caught up at once.
     applied.mark_changed();
     loop {
@@ -130,6 +138,17 @@ pub async fn run_reconciler(
             changed = applied.changed() => if changed.is_err() { return },
         }
         let index = *applied.borrow_and_update();
+        // Broker heartbeats are most of the metadata log at idle and change nothing a view
+        // shows: skip rebuilding the view (thousands of partitions) for them, except every
+        // RECHECK, which also re-runs the leadership check below.
+        let generation = link.read_state(|st| st.generation);
+        if last_pass
+            .is_some_and(|(g, at): (u64, Instant)| g == generation && at.elapsed() < RECHECK)
+        {
+            link.mark_reconciled(index);
+            continue;
+        }
+        last_pass = Some((generation, Instant::now()));
         let next = link.read_state(|st| ClusterView::from_state(st, index));
         let prev = link.view();
         replicas
