@@ -114,9 +114,7 @@ impl Partition {
     /// entry of its term, still hears from a quorum of its voters, and is not fenced.
     pub fn is_leader(&self) -> bool {
         let me = self.rt.node_id();
-        self.group.is_ready_leader()
-            && self.rt.quorum_alive(&self.group)
-            && !self.rt.fenced().contains(&me)
+        self.group.is_ready_leader() && self.rt.quorum_alive(&self.group) && !self.rt.is_fenced(me)
     }
 
     /// Whether this replica may serve consumers as a follower (KIP-392): it follows a leader it
@@ -463,7 +461,7 @@ impl Partition {
 
     /// The end of the offloaded log all replicas agreed on (an applied `Offloaded` entry).
     pub fn agreed_offloaded_end(&self) -> Option<i64> {
-        self.group.log.applied().offloaded_end
+        self.group.log.offloaded_end()
     }
 
     /// Leader: records through the partition's log that everything below `end` is offloaded, and

@@ -1,9 +1,10 @@
 //! The replication driver (RFC 0006): one task per broker doing what openraft's per-group timers
 //! would do, at a cost independent of how many groups are idle.
 //!
-//! Every tick (a quarter of the heartbeat interval) it walks the groups once:
+//! Every tick (half the heartbeat interval) it walks the groups once, reading each group's cached
+//! role (no openraft call for an idle follower):
 //! - a group this node leads is listed in the next coalesced heartbeat to each of its members,
-//!   and its ISR is updated; when it becomes ready (an entry of its term applied) or its ISR
+//!   and its ISR is updated (every heartbeat interval, and every tick until it is reported); when it becomes ready (an entry of its term applied) or its ISR
 //!   changes, a [`LeaderReport`] goes to the metadata layer;
 //! - a group this node follows, or a pristine one, starts an election (initializes) when it has
 //!   heard from no live leader for its randomized election timeout;
@@ -16,11 +17,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::group::Seen;
 use super::types::GroupId;
 use super::Replication;
 
@@ -35,13 +36,6 @@ pub struct LeaderReport {
     pub isr: Vec<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Seen {
-    ready: bool,
-    term: u64,
-    isr: Vec<u64>,
-}
-
 /// Runs the driver until `cancel`; leader reports go to `reports`.
 pub async fn run(
     rt: Arc<Replication>,
@@ -49,44 +43,51 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let settings = rt.settings();
-    let tick = (settings.heartbeat_interval / 4).max(Duration::from_millis(20));
+    let tick = (settings.heartbeat_interval / 2).max(Duration::from_millis(20));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heartbeat = Instant::now() - settings.heartbeat_interval;
-    let mut seen: HashMap<GroupId, Seen> = HashMap::new();
     let me = rt.node_id();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = interval.tick() => {}
         }
+        // Heartbeats (and the ISR, which only needs their pace) every heartbeat interval; a
+        // tick may come a little early.
+        let beat = last_heartbeat.elapsed() + tick / 2 >= settings.heartbeat_interval;
         let fenced = rt.fenced();
         let mut leads: HashMap<u64, Vec<(GroupId, u64)>> = HashMap::new();
         let mut out = Vec::new();
         let mut moved = false;
         let groups = rt.groups();
         let again = rt.take_rereport();
-        let hosted: BTreeSet<GroupId> = groups.iter().map(|g| g.id).collect();
-        seen.retain(|id, _| hosted.contains(id));
         for g in groups {
-            let (state, term, _leader) = g.state();
-            let before = seen.get(&g.id).cloned().unwrap_or_default();
-            let now_seen = if state == ServerState::Leader {
-                let members: Vec<u64> = {
-                    let m = g.raft.metrics();
-                    let m = m.borrow_watched();
-                    m.membership_config
-                        .membership()
-                        .nodes()
-                        .map(|(id, _)| *id)
-                        .filter(|id| *id != me)
-                        .collect()
+            let (state, term, voter) = g.with_role(|r| {
+                let voter = if r.voters.is_empty() {
+                    None
+                } else {
+                    Some(r.voters.binary_search(&me).is_ok())
                 };
-                for peer in members {
-                    leads.entry(peer).or_default().push((g.id, term));
+                (r.state, r.term, voter)
+            });
+            let before = g.take_seen();
+            let now_seen = if state == ServerState::Leader {
+                if beat {
+                    g.with_role(|r| {
+                        for peer in r.members.iter().filter(|id| **id != me) {
+                            leads.entry(*peer).or_default().push((g.id, term));
+                        }
+                    });
                 }
-                let isr = g.update_isr(me, settings.lag_max, &fenced);
                 let ready = g.log.applied_term() == term;
+                // The ISR at the heartbeat pace, and at every tick until the first report of
+                // a leadership (so a new leader is reported within a tick).
+                let isr = if beat || !before.ready || before.term != term || again.contains(&g.id) {
+                    g.update_isr(me, settings.lag_max, &fenced)
+                } else {
+                    before.isr.clone()
+                };
                 Seen { ready, term, isr }
             } else {
                 if before.ready {
@@ -98,17 +99,6 @@ pub async fn run(
                     // would grant it, taking the leadership straight back.
                     g.attempted();
                 }
-                let voter = {
-                    let m = g.raft.metrics();
-                    let m = m.borrow_watched();
-                    let voters: BTreeSet<u64> =
-                        m.membership_config.membership().voter_ids().collect();
-                    if voters.is_empty() {
-                        None
-                    } else {
-                        Some(voters.contains(&me))
-                    }
-                };
                 let candidate = state == ServerState::Candidate;
                 if g.election_due(settings.election_timeout, &fenced, candidate) {
                     match voter {
@@ -165,7 +155,7 @@ pub async fn run(
                     rt.won_leadership();
                 }
             }
-            seen.insert(g.id, now_seen);
+            g.put_seen(now_seen);
         }
         if moved {
             rt.leadership_changed();
@@ -173,7 +163,7 @@ pub async fn run(
         if !out.is_empty() && reports.send(out).is_err() {
             return;
         }
-        if last_heartbeat.elapsed() >= settings.heartbeat_interval {
+        if beat {
             last_heartbeat = Instant::now();
             for peer in rt.transport().peers() {
                 let list = leads.remove(&peer).unwrap_or_default();

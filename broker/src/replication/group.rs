@@ -1,6 +1,12 @@
 //! One partition's Raft group on this broker: the openraft node, its storage, and what the driver
 //! tracks for it (the last contact with its leader, the election deadline, the ISR as its leader
 //! sees it).
+//!
+//! The group's role (server state, term, leader, members) is copied out of openraft's server
+//! metrics by a watcher task ([`Group::watch_role`]) whenever openraft reports a change, so the
+//! driver's walk over thousands of groups and the request path read one lock in the group instead
+//! of openraft's metrics channel (several cold cache lines per group: the dominant idle cost
+//! before).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +23,47 @@ use super::types::{GroupId, PartitionRaft};
 
 /// How soon a candidate whose election did not finish tries again.
 pub const CANDIDATE_RETRY: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// This node's role in a group, as openraft last reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// Leader, follower, candidate or learner.
+    pub state: ServerState,
+    /// The current term (the Kafka leader epoch).
+    pub term: u64,
+    /// The leader this node knows, if any.
+    pub leader: Option<u64>,
+    /// Voters of the effective membership, sorted (empty: the group was never initialized).
+    pub voters: Vec<u64>,
+    /// Every member of the effective membership (voters and learners), sorted.
+    pub members: Vec<u64>,
+}
+
+impl Role {
+    fn from_metrics(
+        m: &openraft::metrics::RaftServerMetrics<super::types::PartitionRaftConfig>,
+    ) -> Self {
+        let membership = m.membership_config.membership();
+        Self {
+            state: m.state,
+            term: m.vote.leader_id.term,
+            leader: m.current_leader,
+            voters: membership.voter_ids().collect(),
+            members: membership.nodes().map(|(id, _)| *id).collect(),
+        }
+    }
+}
+
+/// What the driver saw of a group at its last tick (kept in the group: no map lookup per tick).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Seen {
+    /// This node led the group and had applied an entry of its term.
+    pub ready: bool,
+    /// The term then.
+    pub term: u64,
+    /// The ISR then (leader only).
+    pub isr: Vec<u64>,
+}
 
 /// The last time this broker heard from a group's leader.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +102,10 @@ pub struct Group {
     pub sm: StateMachine,
     /// The replica set the metadata assigns (the first is the preferred leader).
     replicas: RwLock<Vec<u64>>,
+    /// This node's role, copied from openraft's server metrics.
+    role: RwLock<Role>,
+    /// The driver's view at its last tick.
+    seen: Mutex<Seen>,
     contact: Mutex<Option<Contact>>,
     /// This group's share of the randomized election timeout, in [0, 1).
     jitter: f64,
@@ -96,9 +147,12 @@ impl Group {
             jitter,
             may_initialize,
         } = params;
+        let role = Role::from_metrics(&raft.server_metrics().borrow_watched());
         Self {
             id,
             label: log.label().to_string(),
+            role: RwLock::new(role),
+            seen: Mutex::new(Seen::default()),
             raft,
             log,
             sm,
@@ -193,11 +247,43 @@ impl Group {
         *self.last_attempt.lock() = Some(Instant::now());
     }
 
+    /// Keeps [`Group::role`] equal to openraft's server metrics until `cancel` or until the
+    /// group's openraft node stops.
+    pub async fn watch_role(self: Arc<Self>, cancel: CancellationToken) {
+        let mut rx = self.raft.server_metrics();
+        loop {
+            let role = Role::from_metrics(&rx.borrow_and_update());
+            *self.role.write() = role;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Takes what the driver saw at its last tick.
+    pub(crate) fn take_seen(&self) -> Seen {
+        std::mem::take(&mut *self.seen.lock())
+    }
+
+    /// Keeps what the driver saw at this tick.
+    pub(crate) fn put_seen(&self, seen: Seen) {
+        *self.seen.lock() = seen;
+    }
+
+    /// Reads this node's role (see [`Role`]).
+    pub fn with_role<T>(&self, f: impl FnOnce(&Role) -> T) -> T {
+        f(&self.role.read())
+    }
+
     /// This node's Raft state, term and known leader.
     pub fn state(&self) -> (ServerState, u64, Option<u64>) {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        (m.state, m.current_term, m.current_leader)
+        self.with_role(|r| (r.state, r.term, r.leader))
+    }
+
+    /// The voters of the effective membership, sorted (empty: never initialized).
+    pub fn voters(&self) -> Vec<u64> {
+        self.with_role(|r| r.voters.clone())
     }
 
     /// Whether this node leads the group and has applied an entry of its term (so its high
@@ -215,23 +301,25 @@ impl Group {
     /// the commit point. A follower never seen caught up is out of the ISR: a replica returning
     /// from a crash joins it only once its log has reached the leader's.
     pub fn update_isr(&self, me: u64, lag_max: Duration, fenced: &BTreeSet<u64>) -> Vec<u64> {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
+        let voters = self.voters();
         let now = Instant::now();
         let mut target = self.last_target.lock();
-        let bar = target.or(m.last_applied.map(|l| l.index));
         let mut caught = self.caught_up.lock();
-        if let Some(replication) = &m.replication {
-            for (follower, matched) in replication {
-                let index = matched.as_ref().map(|l| l.index);
-                if index.is_some_and(|i| bar.is_none_or(|b| i >= b)) {
-                    caught.insert(*follower, now);
+        {
+            let m = self.raft.data_metrics();
+            let m = m.borrow_watched();
+            let bar = target.or(m.last_applied.as_ref().map(|l| l.index));
+            if let Some(replication) = &m.replication {
+                for (follower, matched) in replication.iter() {
+                    let index = matched.as_ref().map(|l| l.index);
+                    if index.is_some_and(|i| bar.is_none_or(|b| i >= b)) {
+                        caught.insert(*follower, now);
+                    }
                 }
             }
+            *target = m.last_log.as_ref().map(|l| l.index);
         }
-        *target = m.last_log_index;
-        let voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
-        caught.retain(|f, _| voters.contains(f) && !fenced.contains(f));
+        caught.retain(|f, _| voters.binary_search(f).is_ok() && !fenced.contains(f));
         let mut isr: Vec<u64> = voters
             .iter()
             .copied()

@@ -258,6 +258,12 @@ impl ReplicaLog {
         self.applied.lock().clone()
     }
 
+    /// The end of the offloaded log every replica agreed on (see [`Applied`]), without copying
+    /// the applied state.
+    pub fn offloaded_end(&self) -> Option<i64> {
+        self.applied.lock().offloaded_end
+    }
+
     /// Updates the applied state (the state machine), writing it down at most once a second.
     pub(crate) fn set_applied(&self, f: impl FnOnce(&mut Applied)) {
         let (last, membership) = {
@@ -314,10 +320,19 @@ impl ReplicaLog {
     }
 
     /// Saves the vote durably.
-    pub(crate) fn save_vote(&self, vote: &Vote) -> Result<(), BrokerError> {
+    ///
+    /// The two fsyncs (file, directory) run on the blocking pool: an election storm saves
+    /// thousands of votes at once, and on the runtime's few worker threads they stalled every
+    /// other task (the transport's readers among them, so AppendEntries timed out).
+    pub(crate) async fn save_vote(&self, vote: &Vote) -> Result<(), BrokerError> {
         let bytes = serde_json::to_vec(vote)
             .map_err(|e| BrokerError::MetadataIo(format!("encode vote: {e}")))?;
-        crate::metadata_store::write_atomically(&self.dir, VOTE_FILE, &bytes)?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::metadata_store::write_atomically(&dir, VOTE_FILE, &bytes)
+        })
+        .await
+        .map_err(|e| BrokerError::MetadataIo(format!("vote write task: {e}")))??;
         *self.vote.lock() = Some(*vote);
         Ok(())
     }

@@ -237,7 +237,7 @@ impl RaftLogStorage<PartitionRaftConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.log.save_vote(vote).map_err(io_error)
+        self.log.save_vote(vote).await.map_err(io_error)
     }
 
     async fn append<I>(

@@ -121,7 +121,10 @@ impl Replication {
         // its quorum stops serving through `quorum_alive`.
         let config = openraft::Config {
             cluster_name: "strata-partition".into(),
-            heartbeat_interval: 1_000,
+            // Unused for heartbeats (off); openraft times AppendEntries out at 3/4 of it. A
+            // short timeout under a burst (thousands of groups electing at once) made openraft
+            // resend what the follower was still writing.
+            heartbeat_interval: 2_000,
             election_timeout_min: 86_400_000,
             election_timeout_max: 86_400_001,
             enable_tick: false,
@@ -192,6 +195,11 @@ impl Replication {
         self.fenced.read().clone()
     }
 
+    /// Whether the controller fenced broker `id`.
+    pub fn is_fenced(&self, id: u64) -> bool {
+        self.fenced.read().contains(&id)
+    }
+
     /// A hosted group.
     pub fn group(&self, id: GroupId) -> Option<Arc<Group>> {
         self.groups.read().get(&id).cloned()
@@ -241,11 +249,10 @@ impl Replication {
     /// Whether this node, leading `group`, heard from a quorum of its voters within the election
     /// timeout (a leader cut off from its quorum stops serving: it could not commit anyway).
     pub fn quorum_alive(&self, group: &Group) -> bool {
-        let m = group.raft.metrics();
-        let m = m.borrow_watched();
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-        let alive = voters.iter().filter(|v| self.peer_alive(**v)).count();
-        alive * 2 > voters.len()
+        group.with_role(|r| {
+            let alive = r.voters.iter().filter(|v| self.peer_alive(**v)).count();
+            alive * 2 > r.voters.len()
+        })
     }
 
     /// Whether `peer` answered a heartbeat within the election timeout.
@@ -334,7 +341,8 @@ impl Replication {
             },
             cancel.clone(),
         ));
-        tokio::spawn(log.clone().run_flusher(cancel));
+        tokio::spawn(log.clone().run_flusher(cancel.clone()));
+        tokio::spawn(group.clone().watch_role(cancel));
         self.groups.write().insert(id, group.clone());
         if pristine && preferred && may_initialize {
             group.attempted();
@@ -380,8 +388,9 @@ impl Replication {
         if frame.kind == Kind::Heartbeat {
             return Self::reply(match wire::from_bytes::<Heartbeat>(&body) {
                 Ok(hb) => {
+                    let groups = self.groups.read();
                     for (g, term) in hb.leads {
-                        if let Some(group) = self.group(g) {
+                        if let Some(group) = groups.get(&g) {
                             group.record_contact(hb.from, term);
                         }
                     }
