@@ -296,7 +296,8 @@ class Node:
         self.starts += 1
         out = open(self.log_dir / f"node{self.node_id}-{self.starts}.log", "wb")
         env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info")
+        # The broker's own default filter (openraft's per-group info lines would cost more than the
+        # work measured); STRATA_LOG or RUST_LOG in the environment still override it.
         env.setdefault("NO_COLOR", "1")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                      env=env)

@@ -3,10 +3,14 @@
 # replicas, and acks=all throughput with replication factor 1 against 3.
 #
 #   benchmarks/replication.sh [--quick] [--no-build] [--only failover,throughput] [--partitions N]
+#                             [--system strata|kafka|both]
 #
-# Starts three release `strata broker` processes on loopback (benchmarks/cluster_bench.py's cluster) and
-# measures with benchmarks/replication_bench.py; prints a markdown section for benchmarks/RESULTS.md.
-# --quick: 600 partitions and 50,000 records. Environment: STRATA_BIN, STRATA_BENCH, PYTHON, TMPDIR.
+# Starts three release `strata broker` processes on loopback (benchmarks/cluster_bench.py's cluster) and/or
+# a 3-node Apache Kafka KRaft cluster (benchmarks/apache_kafka.py; its jars are fetched once with Maven into
+# ~/.cache/strata/kafka-<version>), one after the other, and measures each with
+# benchmarks/replication_bench.py; prints a markdown section for benchmarks/RESULTS.md.
+# --system: default both. --quick: 600 partitions and 50,000 records.
+# Environment: STRATA_BIN, STRATA_BENCH, PYTHON, TMPDIR, KAFKA_VERSION, KAFKA_HEAP_OPTS.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,6 +23,7 @@ while [[ $# -gt 0 ]]; do
         --no-build) BUILD=0 ;;
         --only) ARGS+=(--only "${2:?}"); shift ;;
         --partitions) ARGS+=(--partitions "${2:?}"); shift ;;
+        --system) ARGS+=(--system "${2:?}"); shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
     shift

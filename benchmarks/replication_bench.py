@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Replication benchmark (run by benchmarks/replication.sh): three release `strata broker` processes on this
-machine (the cluster of cluster_bench.py), measured from the outside.
+machine (the cluster of cluster_bench.py), and/or a 3-node Apache Kafka cluster (KRaft, combined mode, the
+cluster of apache_kafka.py), measured from the outside with the same clients, one system after the other.
 
-  replication_bench.py run --work-dir DIR [--partitions 3000] [--only failover,throughput]
-                           [--records 200000] [--invocation "..."]
+  replication_bench.py run --work-dir DIR [--system strata|kafka|both] [--partitions 3000]
+                           [--only failover,throughput] [--records 200000] [--kafka-version 4.4.0]
+                           [--invocation "..."]
 
   (run it through benchmarks/replication.sh, which builds the release binaries first)
 
@@ -18,8 +20,13 @@ Sections:
               alternating (RF1, RF3, RF1, RF3): strata-bench's saturating producer (records/s, MB/s, send-
               to-ack p50/p99 under saturation).
 
+--system kafka (or both, the default) runs the same sections against Apache Kafka: its broker classpath is
+assembled once with Maven into ~/.cache/strata/kafka-<version> (apache_kafka.ensure_kafka), its nodes run
+with Kafka's defaults (no fsync per write, broker session timeout 9 s) where Strata's run with an fsync
+before every acks=all answer and a 3 s session timeout; the report says so next to the figures.
+
 Markdown for benchmarks/RESULTS.md goes to stdout, progress to stderr. Environment: STRATA_BIN (the broker),
-STRATA_BENCH (target/release/strata-bench).
+STRATA_BENCH (target/release/strata-bench), KAFKA_VERSION, KAFKA_HEAP_OPTS (see apache_kafka.py).
 """
 
 from __future__ import annotations
@@ -31,12 +38,15 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import apache_kafka as ak  # noqa: E402
 import cluster_bench as cb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+SYSTEMS = ("strata", "kafka")
 
 
 def log(msg: str) -> None:
@@ -93,7 +103,7 @@ def proc_usage(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-def idle_cost(c: cb.Cluster, seconds: float = 15.0) -> dict[int, tuple[float, int]]:
+def idle_cost(c, seconds: float = 15.0) -> dict[int, tuple[float, int]]:
     """node -> (CPU % of one core, RSS bytes) over `seconds` of no client traffic."""
     before = {b.node_id: proc_usage(b.proc.pid) for b in c.live()}
     time.sleep(seconds)
@@ -104,9 +114,11 @@ def idle_cost(c: cb.Cluster, seconds: float = 15.0) -> dict[int, tuple[float, in
     return out
 
 
-def create_rf3(c: cb.Cluster, names: list[str], partitions: int) -> None:
-    from confluent_kafka.admin import NewTopic
-    adm = cb.admin(c.node(1).bootstrap)
+def create_rf3(c, names: list[str], partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+    # One CreateTopics names 500 partitions; on a loaded machine its answer takes longer than the
+    # admin client's usual 10 s socket timeout.
+    adm = AdminClient({"bootstrap.servers": c.node(1).bootstrap, "socket.timeout.ms": 180000})
     for i in range(0, len(names), 5):
         futs = adm.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=3)
                                   for n in names[i:i + 5]], operation_timeout=120, request_timeout=150)
@@ -114,7 +126,7 @@ def create_rf3(c: cb.Cluster, names: list[str], partitions: int) -> None:
             f.result(timeout=180)
 
 
-def all_in_sync(c: cb.Cluster, topics: list[str], live: set[int], via: int):
+def all_in_sync(c, topics: list[str], live: set[int], via: int):
     s = state(c.node(via).bootstrap, topics)
     if not s:
         return None
@@ -122,7 +134,7 @@ def all_in_sync(c: cb.Cluster, topics: list[str], live: set[int], via: int):
     return s if ok else None
 
 
-def bench_failover(c: cb.Cluster, partitions: int) -> dict:
+def bench_failover(c, partitions: int) -> dict:
     from confluent_kafka import Producer
     per_topic = 100
     topics = [f"rf3-failover-{i}" for i in range(max(1, partitions // per_topic))]
@@ -142,6 +154,10 @@ def bench_failover(c: cb.Cluster, partitions: int) -> dict:
     for (t, part) in s:  # connect to every leader before the kill
         p.produce(t, value=b"warm", partition=part)
     p.flush(60)
+    try:  # whether the victim is also the active controller matters to how soon its leaderships move
+        controller = c.controller(10.0)
+    except RuntimeError:
+        controller = None
     done: dict[tuple[str, int], float] = {}
     errors = []
 
@@ -155,8 +171,12 @@ def bench_failover(c: cb.Cluster, partitions: int) -> dict:
     for (t, part) in s:
         p.produce(t, value=b"after-kill", partition=part, on_delivery=cb_)
     leaders_s = None
+    next_progress = k + 5.0
     while time.monotonic() - k < 120:
         p.poll(0.05)
+        if time.monotonic() >= next_progress:
+            log(f"  {time.monotonic() - k:.0f}s after the kill: {len(done)}/{len(s)} produced, {len(errors)} errors")
+            next_progress += 5.0
         if leaders_s is None:
             st = state(c.node(via).bootstrap, topics)
             if st and all(leader in others for leader, _, _ in st.values()):
@@ -165,7 +185,14 @@ def bench_failover(c: cb.Cluster, partitions: int) -> dict:
             break
     p.flush(60)
     produce_s = max(done.values()) - k if len(done) == len(s) else None
-    log(f"kill -9 of {victim} (leading {led[victim]}): leaders after {leaders_s}, produce to all after {produce_s}")
+    log(f"kill -9 of {victim} (leading {led[victim]}; active controller {controller}): leaders after {leaders_s}, "
+        f"produce to all after {produce_s}")
+    for moved, label in ((True, "led by the killed broker"), (False, "led by a survivor")):
+        after = sorted(t - k for tp, t in done.items() if (s[tp][0] == victim) == moved)
+        if after:
+            log(f"  acks=all produce after the kill to the {len(after)} partitions {label}: " +
+                ", ".join(f"p{q} {after[min(len(after) - 1, int(q / 100 * len(after)))]:.2f}s"
+                          for q in (10, 50, 90, 100)))
     if errors:
         from collections import Counter
         log(f"produce errors: {Counter(errors).most_common(5)}")
@@ -176,6 +203,7 @@ def bench_failover(c: cb.Cluster, partitions: int) -> dict:
     rejoin_s = time.monotonic() - r0
     log(f"node {victim} back in every ISR after {rejoin_s:.1f}s")
     return {"partitions": len(s), "created_s": created_s, "idle": idle, "victim": victim, "led": led[victim],
+            "controller": controller,
             "leaders_s": leaders_s, "produce_s": produce_s, "produce_errors": len(errors), "rejoin_s": rejoin_s}
 
 
@@ -190,7 +218,7 @@ def run_bench(args: list[str]) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def bench_throughput(c: cb.Cluster, records: int) -> dict:
+def bench_throughput(c, records: int) -> dict:
     from confluent_kafka.admin import NewTopic
     adm = cb.admin(c.node(1).bootstrap)
     for name, rf in (("rf1-throughput", 1), ("rf3-throughput", 3)):
@@ -209,35 +237,79 @@ def bench_throughput(c: cb.Cluster, records: int) -> dict:
     return runs
 
 
-def report(args, failover, throughput, invocation: str) -> str:
+def strata_setup() -> str:
+    return (f"`{cb.strata_bin()}`, 3 nodes, each broker + controller voter (combined mode), broker session timeout "
+            f"{cb.SESSION_TIMEOUT_MS} ms, heartbeat interval {cb.HEARTBEAT_INTERVAL_MS} ms; Strata fsyncs the log "
+            "before it answers a produce (its default)")
+
+
+def kafka_setup(c: ak.KafkaCluster) -> str:
+    return (f"{c.describe()}. Kafka does not fsync per write by default (log.flush.interval.messages and "
+            "log.flush.interval.ms unset: the page cache and replication carry durability), so its acks=all "
+            "figures are without the fsync Strata does; broker session timeout 9 s and heartbeat 2 s (Kafka's "
+            "defaults), which bound how soon the controller fences a killed broker and moves its leaderships")
+
+
+def report(args, failover: dict, throughput: dict, setups: dict[str, str], load: dict[str, str],
+           invocation: str) -> str:
     lines = [f"\n## {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} replication benchmark",
              "", f"Command: `{invocation}`", f"Commit: `{cb.sh(['git', 'rev-parse', '--short', 'HEAD']).strip()}`",
-             f"Machine: {cb.machine()}", ""]
+             f"Machine: {cb.machine()}", "", "Systems (one after the other on this machine, clients on it too; "
+             "load average 1/5/15 min before and after each system's runs in brackets):", ""]
+    for system in SYSTEMS:
+        if system in setups:
+            lines.append(f"- {system}: {setups[system]} [{load.get(system, 'n/a')}]")
+    lines.append("")
     if failover:
-        f = failover
         lines += ["### Failover of a broker leading a third of the partitions (RF 3, 3 brokers)", "",
-                  "| partitions | created and in sync | leaders of the killed broker | every partition led | "
+                  "| system | partitions | created and in sync | leaders of the killed broker | every partition led | "
                   "acks=all produce to every partition | killed broker back in every ISR |",
-                  "| --- | --- | --- | --- | --- | --- |",
-                  f"| {f['partitions']} | {f['created_s']:.1f} s | {f['led']} | {cb.fmt_s(f['leaders_s'])} | "
-                  f"{cb.fmt_s(f['produce_s'])} ({f['produce_errors']} errors) | {f['rejoin_s']:.1f} s |", "",
-                  f"Idle cost at {f['partitions']} partitions x 3 replicas ({f['partitions']} replicas per broker), "
-                  "15 s without client traffic:", "", "| broker | CPU (% of a core) | RSS |", "| --- | --- | --- |"]
-        for node, (cpu, rss) in sorted(f["idle"].items()):
-            lines.append(f"| {node} | {cpu:.1f} % | {rss / 2**20:.0f} MiB |")
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for system in SYSTEMS:
+            f = failover.get(system)
+            if f:
+                ctl = f.get("controller")
+                who = (f"node {f['victim']}, the active controller" if ctl == f["victim"] else
+                       f"node {f['victim']}; active controller: {'node ' + str(ctl) if ctl is not None else '?'}")
+                lines.append(f"| {system} | {f['partitions']} | {f['created_s']:.1f} s | {f['led']} ({who}) | "
+                             f"{cb.fmt_s(f['leaders_s'])} | {cb.fmt_s(f['produce_s'])} ({f['produce_errors']} errors) | "
+                             f"{f['rejoin_s']:.1f} s |")
+        f = next(iter(failover.values()))
+        lines += ["", f"Idle cost at {f['partitions']} partitions x 3 replicas ({f['partitions']} replicas per broker), "
+                  "15 s without client traffic:", "", "| system | broker | CPU (% of a core) | RSS |",
+                  "| --- | --- | --- | --- |"]
+        for system in SYSTEMS:
+            f = failover.get(system)
+            if f:
+                for node, (cpu, rss) in sorted(f["idle"].items()):
+                    lines.append(f"| {system} | {node} | {cpu:.1f} % | {rss / 2**20:.0f} MiB |")
         lines.append("")
     if throughput:
         lines += ["### acks=all, 1 KiB records, replication factor 1 against 3 (6 partitions, strata-bench produce)",
-                  "", "| run | RF | records/s | MB/s | send-to-ack p50 | p99 |", "| --- | --- | --- | --- | --- | --- |"]
-        for rf in ("rf1", "rf3"):
-            for i, r in enumerate(throughput[rf]):
-                lat = r.get("latency_ms") or {}
-                lines.append(f"| {i + 1} | {rf[2]} | {r.get('msgs_per_sec', 0):,.0f} | {r.get('mb_per_sec', 0):.1f} | "
-                             f"{lat.get('p50', 0):.2f} ms | {lat.get('p99', 0):.2f} ms |")
-        rf1 = statistics.median(r.get("msgs_per_sec", 0) for r in throughput["rf1"])
-        rf3 = statistics.median(r.get("msgs_per_sec", 0) for r in throughput["rf3"])
-        lines += ["", f"RF3 / RF1 (medians): {rf3 / rf1 * 100:.0f} %." if rf1 else "", ""]
+                  "", "| system | run | RF | records/s | MB/s | send-to-ack p50 | p99 |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        ratios = []
+        for system in SYSTEMS:
+            runs = throughput.get(system)
+            if not runs:
+                continue
+            for rf in ("rf1", "rf3"):
+                for i, r in enumerate(runs[rf]):
+                    lat = r.get("latency_ms") or {}
+                    lines.append(f"| {system} | {i + 1} | {rf[2]} | {r.get('msgs_per_sec', 0):,.0f} | "
+                                 f"{r.get('mb_per_sec', 0):.1f} | {lat.get('p50', 0):.2f} ms | {lat.get('p99', 0):.2f} ms |")
+            rf1 = statistics.median(r.get("msgs_per_sec", 0) for r in runs["rf1"])
+            rf3 = statistics.median(r.get("msgs_per_sec", 0) for r in runs["rf3"])
+            if rf1:
+                ratios.append(f"{system} {rf3 / rf1 * 100:.0f} % (RF1 {rf1:,.0f}, RF3 {rf3:,.0f} records/s)")
+        lines += ["", f"RF3 / RF1 (medians): {'; '.join(ratios)}." if ratios else "", ""]
     return "\n".join(lines)
+
+
+def make_cluster(system: str, work: Path, args):
+    if system == "strata":
+        return cb.Cluster(work)
+    return ak.KafkaCluster(work, version=args.kafka_version)
 
 
 def main(argv: list[str]) -> int:
@@ -245,29 +317,53 @@ def main(argv: list[str]) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--work-dir", required=True)
+    r.add_argument("--system", choices=("strata", "kafka", "both"), default="both",
+                   help="Strata's cluster, Apache Kafka's, or both one after the other (default)")
     r.add_argument("--partitions", type=int, default=3000)
     r.add_argument("--records", type=int, default=200_000)
     r.add_argument("--only", default="failover,throughput")
+    r.add_argument("--kafka-version", default=ak.DEFAULT_VERSION)
     r.add_argument("--invocation", default="benchmarks/replication.sh")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
-    failover = throughput = None
-    if "failover" in only:
-        c = cb.Cluster(Path(args.work_dir) / "failover")
-        try:
-            c.start_all()
-            failover = bench_failover(c, args.partitions)
-        finally:
-            c.stop_all()
-    if "throughput" in only:
-        c = cb.Cluster(Path(args.work_dir) / "throughput")
-        try:
-            c.start_all()
-            throughput = bench_throughput(c, args.records)
-        finally:
-            c.stop_all()
-    print(report(args, failover, throughput, args.invocation))
-    return 0
+    systems = SYSTEMS if args.system == "both" else (args.system,)
+    if "kafka" in systems:
+        ak.ensure_kafka(args.kafka_version)  # before any run: a Maven failure shows at once
+    failover: dict[str, dict] = {}
+    throughput: dict[str, dict] = {}
+    setups: dict[str, str] = {}
+    load: dict[str, list[str]] = {s: [] for s in systems}
+    failed: list[str] = []
+    for section in ("failover", "throughput"):
+        if section not in only:
+            continue
+        for system in systems:
+            # Strata's work dirs keep their names (failover, throughput); Kafka's are prefixed.
+            work = Path(args.work_dir) / (section if system == "strata" else f"{system}-{section}")
+            c = make_cluster(system, work, args)
+            setups[system] = strata_setup() if system == "strata" else kafka_setup(c)
+            log(f"--- {section}: {system}")
+            load[system].append(cb.loadavg())
+            try:
+                c.start_all()
+                if section == "failover":
+                    failover[system] = bench_failover(c, args.partitions)
+                else:
+                    throughput[system] = bench_throughput(c, args.records)
+            except Exception as e:  # noqa: BLE001 - one system's failure must not lose the other's figures
+                if len(systems) == 1:
+                    raise
+                log(traceback.format_exc())
+                failed.append(f"{section} on {system}: {type(e).__name__}: {str(e)[:500]}")
+            finally:
+                c.stop_all()
+                load[system].append(cb.loadavg())
+    load_text = {s: f"{v[0]} -> {v[-1]}" if v else "n/a" for s, v in load.items()}
+    text = report(args, failover, throughput, setups, load_text, args.invocation)
+    if failed:
+        text += "\nFailed (no figures above for these):\n\n" + "\n".join(f"- {f}" for f in failed) + "\n"
+    print(text)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
