@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import re
 import shlex
 import signal
@@ -57,17 +58,35 @@ def strata_bin() -> Path:
     return Path(os.environ.get("STRATA_BIN") or default).resolve()
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_ports(n: int) -> list[int]:
-    socks = []
+    """n distinct free loopback ports below the kernel's ephemeral range, so the clusters' own outgoing
+    connections cannot take one before its broker binds it; none handed out twice in this process."""
     try:
-        for _ in range(n):
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    pool = range(10000, low) if low >= 12000 else range(61000, 65536)
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    ports: list[int] = []
+    for _ in range(50 * n + 100):
+        if len(ports) == n:
+            return ports
+        port = rng.choice(pool)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        ports.append(port)
+    if len(ports) < n:
+        raise RuntimeError(f"found only {len(ports)} of {n} free ports in {pool}")
+    return ports
 
 
 def port_open(port: int) -> bool:

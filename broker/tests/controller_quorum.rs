@@ -6,6 +6,8 @@
 //! Each node's log is in `<tempdir>/node-<id>.log` (set `STRATA_LOG` to change the filter); the
 //! tempdir is kept and printed when the test fails.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::fs::OpenOptions;
@@ -37,15 +39,9 @@ struct Cluster {
 impl Cluster {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        // Reserve three distinct free ports at once, then release them for the nodes.
-        let listeners: Vec<std::net::TcpListener> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-            .collect();
         let addrs = (1..=3)
-            .zip(&listeners)
-            .map(|(id, l)| (id, l.local_addr().expect("addr").to_string()))
+            .map(|id| (id, format!("127.0.0.1:{}", common::free_port())))
             .collect();
-        drop(listeners);
         Self {
             dir,
             addrs,

@@ -43,26 +43,50 @@ def strata_bin() -> Path:
     return Path(os.environ.get("STRATA_BIN", str(DEFAULT_BIN))).resolve()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _port_pool() -> range:
+    """Ports the tests hand out: below the kernel's ephemeral range (net.ipv4.ip_local_port_range), so an
+    outgoing connection cannot take a port between the moment a test picks it and the moment a broker
+    binds it (the ephemeral range is where bind(port 0) and connect() both draw from; a three-broker
+    cluster opens dozens of connections while its later nodes are still starting)."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 10000 >= 2000:
+        return range(10000, low)
+    return range(high + 1, 65536)
+
+
+_HANDED_OUT: set[int] = set()
+_PORT_RNG = random.Random(os.getpid() ^ int(time.time() * 1000))
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct TCP ports on 127.0.0.1 that nothing listens on right now (all bound at once, so no two
-    are the same)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct TCP ports on 127.0.0.1 that nothing listens on right now, outside the ephemeral range,
+    never handed out before in this process (so a port in TIME_WAIT from an earlier test is not reused)."""
+    pool = _port_pool()
+    ports: list[int] = []
+    for _ in range(50 * n + 100):
+        if len(ports) == n:
+            break
+        port = _PORT_RNG.choice(pool)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        ports.append(port)
+    if len(ports) < n:
+        raise RuntimeError(f"found only {len(ports)} of {n} free ports in {pool}")
+    return ports
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (see `free_ports`)."""
+    return free_ports(1)[0]
 
 
 def port_open(port: int, timeout: float = 0.2) -> bool:

@@ -13,6 +13,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,13 +30,32 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a test waits for a clean exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A port on 127.0.0.1 that nothing listens on right now.
+/// A port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): bind(port 0) and outgoing connections both draw from that range,
+/// so a port picked there can be taken by a connection before the broker binds it. Never the same port
+/// twice in one test process (tests run in parallel threads).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on 127.0.0.1");
-    listener
-        .local_addr()
-        .expect("local address of a bound listener")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (base, span) = if low >= 12000 {
+        (10000, low - 10000)
+    } else {
+        (61000, 4535)
+    };
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(base + offset) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {base}..{}", base + span)
 }
 
 /// One `strata broker` process.
