@@ -6,7 +6,14 @@ subscribe, committing), and randomized faults from a printed seed:
 - `pause`: SIGSTOP a broker (alive, sockets open, silent), SIGCONT it after a while;
 - `cut`: cut every replication link to and from a broker (Raft traffic and Strata's heartbeats go
   through TCP proxies this harness controls, named to each broker with `--replication-peer-overrides`),
-  heal them after a while. The metadata quorum's links stay up: a partial partition.
+  heal them after a while. The metadata quorum's links stay up: a partial partition;
+- `s3down` (tiered runs): SIGKILL the S3-compatible server every broker offloads to (`s3s-fs`, objects on
+  disk), start it again on the same port and directory after a while: an object-store outage while
+  leaders upload and readers fetch offloaded history.
+
+A tiered run (`tiered=True`, what the test command runs) rolls 32 KiB segments and keeps one byte of
+them locally, so most of the history is read back from the object store, by replicas that did not
+upload it, after leaderships moved.
 
 After each fault heals, the checker waits until every partition has a leader and all three replicas in the
 ISR, and until every producer and the assign consumer made progress (7). At the end every partition is read
@@ -36,7 +43,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from conftest import Cluster, free_ports
+from conftest import Cluster, S3Server, free_ports
 from replication_helpers import Writer, create_replicated, partition_state, read_all, wait_replicated
 from strata_helpers import wait_until
 
@@ -45,6 +52,10 @@ INDEFINITE = {KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError.REQUE
               KafkaError._TRANSPORT, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError._PURGE_INFLIGHT}
 
 FAULTS = ("kill9", "pause", "cut")
+TIERED_FAULTS = FAULTS + ("s3down",)
+TIERED_SEGMENT = 32 * 1024
+TIERED_FLAGS = ["--broker-config", f"segment.bytes={TIERED_SEGMENT}", "--broker-config", "local.retention.bytes=1",
+                "--remote-task-interval-ms", "200", "--log-retention-check-interval-ms", "500"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,12 +312,15 @@ class Report:
     moved: int = 0
     commits: int = 0
     commit_samples: int = 0
+    uploaded: int = 0
+    remote_reads: int = 0
     violations: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"seed {self.seed}: {len(self.rounds)} rounds ({', '.join(self.rounds)}); {self.acked} acknowledged, "
                 f"{self.failed_definite} definite and {self.failed_indefinite} indefinite failures, {self.read} "
-                f"records read back, {self.moved} rounds moved leadership, {self.commits} group commits, {self.commit_samples} commit samples; "
+                f"records read back, {self.moved} rounds moved leadership, {self.commits} group commits, {self.commit_samples} commit samples, "
+                f"{self.uploaded} segments offloaded, {self.remote_reads} object-store GETs; "
                 f"{len(self.violations)} violations")
 
 
@@ -336,18 +350,40 @@ def leaders_and_epochs(c: Cluster, topic: str, via: int | None = None) -> dict[i
     return {}
 
 
-def make_cluster(cluster_factory, links: Links) -> Cluster:
+def make_cluster(cluster_factory, links: Links, s3: S3Server | None = None) -> Cluster:
+    """Three brokers with their replication links through `links`; with `s3`, tiered on it (one bucket
+    prefix shared by all three, as in production)."""
+    tiered = [*s3.broker_flags(), *TIERED_FLAGS] if s3 is not None else []
     c = cluster_factory(3, "--group-initial-rebalance-delay-ms", "0", "--replica-lag-time-max-ms", "3000",
-                        "--leader-imbalance-check-interval-seconds", "2", start=False)
+                        "--leader-imbalance-check-interval-seconds", "2", *tiered,
+                        env=S3Server.broker_env() if s3 is not None else None, start=False)
     for b in c.nodes:
         b.flags += links.flags(b.node_id)
     c.start_all()
     return c
 
 
+def metric_sum(c: Cluster, node: int, name: str) -> float:
+    """The sum of every sample of `strata_<name>` on a node (`name` may carry the labels of one sample);
+    0 when it is not exported or the node is unreachable."""
+    try:
+        text = c.node(node).metrics()
+    except OSError:
+        return 0.0
+    total = 0.0
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head == f"strata_{name}" or ("{" not in name and head.startswith(f"strata_{name}{{")):
+            total += float(value)
+    return total
+
+
 def run(c: Cluster, links: Links, topic: str, seed: int, rounds: int, partitions: int = 4,
-        hold: tuple[float, float] = (4.0, 8.0), log=print) -> Report:
+        hold: tuple[float, float] = (4.0, 8.0), log=print, s3: S3Server | None = None) -> Report:
+    """`rounds` faults drawn from `seed` (each kind equally often); with `s3` the run is tiered and
+    object-store outages are among the faults."""
     rng = random.Random(seed)
+    faults = TIERED_FAULTS if s3 is not None else FAULTS
     report = Report(seed)
     create_replicated(c.node(1).bootstrap, topic, partitions)
     wait_replicated(c, topic, partitions, {1, 2, 3})
@@ -376,7 +412,7 @@ def run(c: Cluster, links: Links, topic: str, seed: int, rounds: int, partitions
 
     try:
         progress("before the first fault")
-        kinds = [FAULTS[i % len(FAULTS)] for i in range(rounds)]
+        kinds = [faults[i % len(faults)] for i in range(rounds)]
         rng.shuffle(kinds)
         for n, kind in enumerate(kinds):
             # The victim leads something, so every fault must move leadership (checked below).
@@ -387,6 +423,23 @@ def run(c: Cluster, links: Links, topic: str, seed: int, rounds: int, partitions
             leaders = sorted({leader for leader, _ in before.values() if leader in c.ids})
             victim = rng.choice(leaders)
             held = rng.uniform(*hold)
+            if kind == "s3down":
+                assert s3 is not None
+                uploaded = sum(metric_sum(c, i, "remote_segments_uploaded") for i in c.ids)
+                log(f"round {n + 1}/{rounds}: object store down for {held:.1f}s ({uploaded:.0f} segments offloaded)")
+                report.rounds.append(kind)
+                s3.stop()
+                time.sleep(held)
+                s3.start()
+                if not progress(f"after round {n + 1} ({kind})"):
+                    break
+                try:
+                    wait_until(lambda: sum(metric_sum(c, i, "remote_segments_uploaded") for i in c.ids) > uploaded,
+                               "an upload after the object store came back", timeout=60, interval=0.5)
+                except AssertionError as e:
+                    report.violations.append(f"7. round {n + 1} ({kind}): {e}")
+                    break
+                continue
             log(f"round {n + 1}/{rounds}: {kind} node {victim} for {held:.1f}s")
             report.rounds.append(f"{kind}:{victim}")
             if kind == "kill9":
@@ -428,6 +481,8 @@ def run(c: Cluster, links: Links, topic: str, seed: int, rounds: int, partitions
                 report.moved += 1
     finally:
         links.heal_all()
+        if s3 is not None and not s3.running():
+            s3.start()
         for node in c.nodes:
             if node.paused:
                 node.resume()
@@ -436,6 +491,19 @@ def run(c: Cluster, links: Links, topic: str, seed: int, rounds: int, partitions
         monitor.finish()
         reader.finish()
 
+    if s3 is not None:
+        # Wait for the uploads to catch up (every replica trims the same offloaded segments), so the
+        # final reads below fetch most of the history from the object store.
+        try:
+            def caught_up() -> bool:
+                led = leaders_and_epochs(c, topic)
+                return len(led) == partitions and all(
+                    metric_sum(c, leader, f'remote_upload_lag_segments{{topic="{topic}",partition="{p}"}}') == 0
+                    for p, (leader, _) in led.items())
+            wait_until(caught_up, "every leader's offload to catch up", timeout=90, interval=0.5)
+        except AssertionError as e:
+            report.violations.append(f"7. {e}")
+        gets = {i: metric_sum(c, i, "remote_get_requests") for i in c.ids}
     # Final reads through every broker.
     final = {i: read_all(c.node(i).bootstrap, topic, partitions) for i in c.ids}
     first = final[c.ids[0]]
@@ -480,6 +548,12 @@ def run(c: Cluster, links: Links, topic: str, seed: int, rounds: int, partitions
     for p, prev, now in monitor.backwards:
         report.violations.append(f"6. committed offset of partition {p} went back from {prev} to {now}")
     report.commits, report.commit_samples = member.commits, monitor.samples
+    if s3 is not None:
+        report.uploaded = int(sum(metric_sum(c, i, "remote_segments_uploaded") for i in c.ids))
+        report.remote_reads = int(sum(metric_sum(c, i, "remote_get_requests") - gets[i] for i in c.ids))
+        if report.uploaded == 0 or report.remote_reads == 0:
+            report.violations.append(f"tiered run offloaded {report.uploaded} segments and the final reads made "
+                                     f"{report.remote_reads} object-store GETs: the remote tier was not exercised")
     if reader.errors:
         report.violations.append(f"assign reader errors: {reader.errors[:3]}")
     if report.commits == 0:
