@@ -2,14 +2,15 @@
 # Replication benchmark: failover of a broker leading a third of 3,000 RF3 partitions, idle cost of those
 # replicas, and acks=all throughput with replication factor 1 against 3.
 #
-#   benchmarks/replication.sh [--quick] [--no-build] [--only failover,throughput] [--partitions N]
-#                             [--system strata|kafka|both]
+#   benchmarks/replication.sh [--quick] [--no-build] [--only failover,throughput,idle] [--partitions N]
+#                             [--system strata|kafka|both] [--idle-steps 1000,3000,10000]
 #
 # Starts three release `strata broker` processes on loopback (benchmarks/cluster_bench.py's cluster) and/or
 # a 3-node Apache Kafka KRaft cluster (benchmarks/apache_kafka.py; its jars are fetched once with Maven into
 # ~/.cache/strata/kafka-<version>), one after the other, and measures each with
 # benchmarks/replication_bench.py; prints a markdown section for benchmarks/RESULTS.md.
-# --system: default both. --quick: 600 partitions and 50,000 records.
+# --system: default both. --quick: 600 partitions and 50,000 records. `--only idle` (not in the default
+# sections) adds RF3 partitions up to each of --idle-steps and measures idle CPU and RSS at each.
 # Environment: STRATA_BIN, STRATA_BENCH, PYTHON, TMPDIR, KAFKA_VERSION, KAFKA_HEAP_OPTS.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +25,7 @@ while [[ $# -gt 0 ]]; do
         --only) ARGS+=(--only "${2:?}"); shift ;;
         --partitions) ARGS+=(--partitions "${2:?}"); shift ;;
         --system) ARGS+=(--system "${2:?}"); shift ;;
+        --idle-steps) ARGS+=(--idle-steps "${2:?}"); shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
     shift

@@ -4,8 +4,8 @@ machine (the cluster of cluster_bench.py), and/or a 3-node Apache Kafka cluster 
 cluster of apache_kafka.py), measured from the outside with the same clients, one system after the other.
 
   replication_bench.py run --work-dir DIR [--system strata|kafka|both] [--partitions 3000]
-                           [--only failover,throughput] [--records 200000] [--kafka-version 4.4.0]
-                           [--invocation "..."]
+                           [--only failover,throughput,idle] [--records 200000] [--kafka-version 4.4.0]
+                           [--idle-steps 1000,3000,10000] [--invocation "..."]
 
   (run it through benchmarks/replication.sh, which builds the release binaries first)
 
@@ -19,6 +19,10 @@ Sections:
   throughput  acks=all, 1 KiB records, one topic of 6 partitions with replication factor 1 and one with 3,
               alternating (RF1, RF3, RF1, RF3): strata-bench's saturating producer (records/s, MB/s, send-
               to-ack p50/p99 under saturation).
+  idle        (not in the default --only) how idle cost grows with the number of replicas: RF3 partitions
+              are added to one cluster up to each of IDLE_STEPS in turn (default 1,000, 3,000 and 10,000
+              partitions, i.e. replicas per broker), and at each step, once all are led with three replicas
+              in sync, every broker's CPU (% of a core) and RSS over 30 s without client traffic.
 
 --system kafka (or both, the default) runs the same sections against Apache Kafka: its broker classpath is
 assembled once with Maven into ~/.cache/strata/kafka-<version> (apache_kafka.ensure_kafka), its nodes run
@@ -207,6 +211,26 @@ def bench_failover(c, partitions: int) -> dict:
             "leaders_s": leaders_s, "produce_s": produce_s, "produce_errors": len(errors), "rejoin_s": rejoin_s}
 
 
+def bench_idle(c, steps: list[int]) -> list[dict]:
+    """Idle CPU and RSS per broker at each number of RF3 partitions in `steps` (added to one cluster)."""
+    per_topic = 100
+    out = []
+    topics: list[str] = []
+    for target in steps:
+        new = [f"rf3-idle-{i}" for i in range(len(topics), max(1, target // per_topic))]
+        t0 = time.monotonic()
+        create_rf3(c, new, per_topic)
+        topics += new
+        wait_for(lambda: all_in_sync(c, topics, {1, 2, 3}, 1), f"{target} partitions in sync", 1800, 2.0)
+        took = time.monotonic() - t0
+        time.sleep(10)  # let creation's aftermath (elections, ISR reports, leader rebalancing) settle
+        idle = idle_cost(c, 30.0)
+        log(f"{len(topics) * per_topic} partitions (+{len(new) * per_topic} in {took:.1f}s): " +
+            ", ".join(f"node {n} {cpu:.1f} % {rss / 2**20:.0f} MiB" for n, (cpu, rss) in sorted(idle.items())))
+        out.append({"partitions": len(topics) * per_topic, "added_s": took, "idle": idle})
+    return out
+
+
 def run_bench(args: list[str]) -> dict:
     """strata-bench with --json-like RESULT lines; returns the parsed figures of its last RESULT line."""
     out = subprocess.run([str(bench_bin()), *args], capture_output=True, text=True, timeout=900)
@@ -251,7 +275,7 @@ def kafka_setup(c: ak.KafkaCluster) -> str:
 
 
 def report(args, failover: dict, throughput: dict, setups: dict[str, str], load: dict[str, str],
-           invocation: str) -> str:
+           invocation: str, idle: dict[str, list[dict]] | None = None) -> str:
     lines = [f"\n## {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} replication benchmark",
              "", f"Command: `{invocation}`", f"Commit: `{cb.sh(['git', 'rev-parse', '--short', 'HEAD']).strip()}`",
              f"Machine: {cb.machine()}", "", "Systems (one after the other on this machine, clients on it too; "
@@ -303,6 +327,16 @@ def report(args, failover: dict, throughput: dict, setups: dict[str, str], load:
             if rf1:
                 ratios.append(f"{system} {rf3 / rf1 * 100:.0f} % (RF1 {rf1:,.0f}, RF3 {rf3:,.0f} records/s)")
         lines += ["", f"RF3 / RF1 (medians): {'; '.join(ratios)}." if ratios else "", ""]
+    if idle:
+        lines += ["### Idle cost from 1k to 10k partition replicas per broker (RF 3, 3 brokers, 30 s without clients)",
+                  "", "| system | partitions (= replicas per broker) | time to add and sync | CPU per broker (% of a core) | "
+                  "RSS per broker |", "| --- | --- | --- | --- | --- |"]
+        for system in SYSTEMS:
+            for step in idle.get(system) or []:
+                cpus = " / ".join(f"{cpu:.1f} %" for _, (cpu, _) in sorted(step["idle"].items()))
+                rsss = " / ".join(f"{rss / 2**20:.0f} MiB" for _, (_, rss) in sorted(step["idle"].items()))
+                lines.append(f"| {system} | {step['partitions']:,} | {step['added_s']:.1f} s | {cpus} | {rsss} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -323,6 +357,7 @@ def main(argv: list[str]) -> int:
     r.add_argument("--records", type=int, default=200_000)
     r.add_argument("--only", default="failover,throughput")
     r.add_argument("--kafka-version", default=ak.DEFAULT_VERSION)
+    r.add_argument("--idle-steps", default="1000,3000,10000")
     r.add_argument("--invocation", default="benchmarks/replication.sh")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -331,10 +366,11 @@ def main(argv: list[str]) -> int:
         ak.ensure_kafka(args.kafka_version)  # before any run: a Maven failure shows at once
     failover: dict[str, dict] = {}
     throughput: dict[str, dict] = {}
+    idle: dict[str, list[dict]] = {}
     setups: dict[str, str] = {}
     load: dict[str, list[str]] = {s: [] for s in systems}
     failed: list[str] = []
-    for section in ("failover", "throughput"):
+    for section in ("failover", "throughput", "idle"):
         if section not in only:
             continue
         for system in systems:
@@ -348,6 +384,8 @@ def main(argv: list[str]) -> int:
                 c.start_all()
                 if section == "failover":
                     failover[system] = bench_failover(c, args.partitions)
+                elif section == "idle":
+                    idle[system] = bench_idle(c, [int(x) for x in args.idle_steps.split(",")])
                 else:
                     throughput[system] = bench_throughput(c, args.records)
             except Exception as e:  # noqa: BLE001 - one system's failure must not lose the other's figures
@@ -359,7 +397,7 @@ def main(argv: list[str]) -> int:
                 c.stop_all()
                 load[system].append(cb.loadavg())
     load_text = {s: f"{v[0]} -> {v[-1]}" if v else "n/a" for s, v in load.items()}
-    text = report(args, failover, throughput, setups, load_text, args.invocation)
+    text = report(args, failover, throughput, setups, load_text, args.invocation, idle)
     if failed:
         text += "\nFailed (no figures above for these):\n\n" + "\n".join(f"- {f}" for f in failed) + "\n"
     print(text)
