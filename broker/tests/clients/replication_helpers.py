@@ -35,9 +35,10 @@ def partition_state(bootstrap: str, topic: str):
 
 
 def wait_replicated(c: Cluster, topic: str, partitions: int, live: set[int], isr: set[int] | None = None,
-                    via: int | None = None, timeout: float = 40.0):
+                    via: int | None = None, timeout: float = 40.0, preferred: bool = False):
     """Until Metadata (through `via`, or any live node) shows every partition led by a live broker with three
-    replicas and exactly `isr` (default: `live`) in sync; returns the state."""
+    replicas and exactly `isr` (default: `live`) in sync, and with `preferred` led by its first replica;
+    returns the state."""
     isr = live if isr is None else isr
     node = via if via is not None else min(live)
 
@@ -51,9 +52,12 @@ def wait_replicated(c: Cluster, topic: str, partitions: int, live: set[int], isr
         for leader, replicas, in_sync in s.values():
             if leader not in live or len(replicas) != 3 or set(in_sync) != isr:
                 return None
+            if preferred and leader != replicas[0]:
+                return None
         return s
+    what = "their preferred replica" if preferred else sorted(live)
     try:
-        return wait_until(ok, f"{topic}: {partitions} partitions led by {sorted(live)} with ISR {sorted(isr)}",
+        return wait_until(ok, f"{topic}: {partitions} partitions led by {what} with ISR {sorted(isr)}",
                           timeout=timeout, interval=0.2)
     except AssertionError as e:
         raise AssertionError(f"{e}; last (leader, replicas, isr) per partition: {seen[0] if seen else None}") from None

@@ -111,9 +111,9 @@ def test_restarted_replica_catches_up_into_the_isr_and_serves_the_same_history(c
     for tp, err in result.items():
         if tp.partition in led:
             assert err is None, (tp, err)
-    after = wait_replicated(c, topic_name, parts, {1, 2, 3}, via=victim, timeout=30)
-    wrong = {p: st for p, st in after.items() if st[0] != st[1][0]}
-    assert not wrong, f"partitions not led by their preferred replica after ElectLeaders: {wrong}"
+    # The admin client sends ElectLeaders to the controller, which answered once its own metadata view
+    # showed the new leaders; the victim's view catches up a metadata round trip later, as in Kafka.
+    wait_replicated(c, topic_name, parts, {1, 2, 3}, via=victim, timeout=20, preferred=True)
 
     count = len(w.p.deliveries)
     wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the preferred election", timeout=60)
