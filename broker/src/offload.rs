@@ -305,9 +305,15 @@ impl RemoteTier {
         }
         // Only a partition's leader uploads and runs total retention; every replica trims its
         // local copy of what all replicas agreed is offloaded.
+        // Every replica keeps its view of the manifest up to the agreed offloaded end, so a
+        // follower serves (fetch from follower) and a new leader answers the whole history.
         futures::stream::iter(partitions.into_iter().map(|p| async move {
             if p.is_leader() {
                 self.offload_partition(p.clone()).await;
+            } else if !self.backing_off(p.label()) {
+                if let Err(e) = p.sync_remote_view().await {
+                    self.failed(p.label(), "reading the remote manifest", &e);
+                }
             }
             self.local_retention(&p).await;
         }))

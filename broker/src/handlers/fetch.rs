@@ -180,6 +180,16 @@ async fn read_all(
             out.push(d);
             continue;
         }
+        // A read below the local log needs a manifest view that reaches the agreed offloaded end
+        // (the log start answered below too). Above it, an object-store outage must not matter.
+        if slot.fetch_offset < p.local_log_start_offset() {
+            if let Err(e) = p.sync_remote_view().await {
+                d.error_code = e.code();
+                any_error = true;
+                out.push(d);
+                continue;
+            }
+        }
         let (start, hw, _) = p.offsets();
         d.high_watermark = hw;
         d.last_stable_offset = hw;

@@ -65,6 +65,14 @@ pub(super) async fn list_offsets(
 }
 
 async fn lookup(part: &Partition, timestamp: i64, r: &mut ListOffsetsPartitionResponse) {
+    // A new leader's manifest view may lag the agreed offloaded end: its earliest offset would be
+    // the local log start. (The latest and local offsets need no object store.)
+    if !matches!(timestamp, LATEST | EARLIEST_LOCAL) {
+        if let Err(e) = part.sync_remote_view().await {
+            r.error_code = e.code();
+            return;
+        }
+    }
     let (start, hw, _) = part.offsets();
     let found = match timestamp {
         LATEST => Ok(Some((hw, -1))),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use openraft::async_runtime::watch::WatchReceiver;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tiering::remote::{RemoteError, RemotePartition};
 use tiering::{EpochEntry, LogError, PartitionLog, SealedSegment, SegmentLog};
 use tokio::sync::watch;
@@ -44,6 +44,10 @@ pub struct ProduceResult {
     pub log_start_offset: i64,
 }
 
+/// Shortest wait before a manifest view that a read left behind the agreed offloaded end is read
+/// again.
+const REMOTE_RESYNC_INTERVAL: Duration = Duration::from_millis(500);
+
 /// A partition hosted by this broker.
 pub struct Partition {
     /// Topic name.
@@ -58,6 +62,8 @@ pub struct Partition {
     settings: RwLock<TopicSettings>,
     /// The offloaded part of the log, when the topic tiers and an object store is configured.
     remote: RwLock<Option<Arc<RemotePartition>>>,
+    /// When a stale manifest view was last read again (bounds the GETs a stuck view costs).
+    remote_synced_at: Mutex<Option<std::time::Instant>>,
     disk: Arc<DiskGuard>,
     /// Keeps one connection's pipelined proposals in the order they arrived.
     propose_lock: tokio::sync::Mutex<()>,
@@ -91,6 +97,7 @@ impl Partition {
             rt,
             settings: RwLock::new(settings),
             remote: RwLock::new(None),
+            remote_synced_at: Mutex::new(None),
             disk,
             propose_lock: tokio::sync::Mutex::new(()),
         })
@@ -184,6 +191,43 @@ impl Partition {
             partition: self.label.clone(),
             source: e,
         }
+    }
+
+    /// Whether this replica's view of the remote manifest lags what the partition's log agreed is
+    /// offloaded: a replica that installed a snapshot naming offloaded history it never held, a
+    /// follower (only the leader writes the manifest), or a leader elected since the last upload.
+    pub fn remote_view_stale(&self) -> bool {
+        let Some(agreed) = self.agreed_offloaded_end() else {
+            return false;
+        };
+        self.remote()
+            .is_some_and(|r| r.end_offset().is_none_or(|end| end < agreed))
+    }
+
+    /// Reads the manifest again (one GET) if [`Partition::remote_view_stale`]: the agreed
+    /// offloaded end only moves after the leader recorded the manifest, so the stored one then
+    /// reaches it. Reads and log-start answers below the local log call this first, so no replica
+    /// answers OFFSET_OUT_OF_RANGE (or a local log start as the earliest offset) for history that
+    /// is in the object store.
+    pub async fn sync_remote_view(&self) -> Result<(), BrokerError> {
+        if !self.remote_view_stale() {
+            return Ok(());
+        }
+        let Some(remote) = self.remote() else {
+            return Ok(());
+        };
+        if self
+            .remote_synced_at
+            .lock()
+            .is_some_and(|t| t.elapsed() < REMOTE_RESYNC_INTERVAL)
+        {
+            return Ok(());
+        }
+        remote.refresh().await.map_err(|e| self.remote_err(e))?;
+        // Still behind (the stored manifest should never be): read again at most every interval.
+        *self.remote_synced_at.lock() = self.remote_view_stale().then(std::time::Instant::now);
+        tracing::debug!(partition = %self.label, end = ?remote.end_offset(), "remote manifest read: this replica's view lagged the agreed offloaded end");
+        Ok(())
     }
 
     /// The log start over both tiers: offloaded history below the local log counts.
@@ -615,6 +659,7 @@ impl Partition {
     ) -> Result<Bytes, BrokerError> {
         let local_start = self.log().read().log_start_offset();
         if offset < local_start {
+            self.sync_remote_view().await?;
             if let Some(remote) = self.remote() {
                 if remote.readable_start().is_some_and(|s| offset >= s) {
                     return remote

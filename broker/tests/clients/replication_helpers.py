@@ -130,3 +130,27 @@ def finish_and_check(w: Writer, c: Cluster, topic: str, partitions: int, nodes) 
     for i in nodes[1:]:
         assert read_all(c.node(i).bootstrap, topic, partitions) == first, f"node {i} serves another history"
     return acked
+
+
+def alter_reassignments(port: int, topic: str, targets: dict[int, list[int] | None]):
+    """AlterPartitionReassignments v0 through 127.0.0.1:port: partition -> error code (a target of None
+    cancels)."""
+    from kafka.protocol.admin import AlterPartitionReassignmentsRequest_v0
+
+    from conftest import _raw_request
+    req = AlterPartitionReassignmentsRequest_v0(
+        timeout_ms=30000, topics=[(topic, [(p, r, {}) for p, r in targets.items()], {})], tags={})
+    resp = _raw_request(port, req, 30)
+    assert resp.error_code == 0, resp
+    return {p[0]: p[1] for _, parts, _ in resp.responses for p in parts}
+
+
+def list_reassignments(port: int):
+    """ListPartitionReassignments v0 through 127.0.0.1:port: (topic, partition) -> (replicas, adding,
+    removing)."""
+    from kafka.protocol.admin import ListPartitionReassignmentsRequest_v0
+
+    from conftest import _raw_request
+    resp = _raw_request(port, ListPartitionReassignmentsRequest_v0(timeout_ms=10000, topics=None, tags={}), 10)
+    assert resp.error_code == 0, resp
+    return {(name, p[0]): (list(p[1]), list(p[2]), list(p[3])) for name, parts, _ in resp.topics for p in parts}

@@ -13,8 +13,8 @@ import time
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, ElectionType, KafkaError, TopicPartition
 
-from replication_helpers import (Writer, create_replicated, finish_and_check, partition_state, read_all,
-                                 wait_replicated)
+from replication_helpers import (Writer, alter_reassignments, create_replicated, finish_and_check,
+                                 list_reassignments, partition_state, read_all, wait_replicated)
 from strata_helpers import admin, fill, producer, wait_futures, wait_until
 
 GROUP_FLAGS = ["--group-initial-rebalance-delay-ms", "0"]
@@ -249,26 +249,6 @@ def test_committed_offsets_survive_kill9_of_the_group_coordinator(cluster_factor
 # 6. Reassignment (AlterPartitionReassignments / ListPartitionReassignments) under load
 # ---------------------------------------------------------------------------------------------------
 
-def _alter_reassignments(port: int, topic: str, targets: dict[int, list[int] | None]):
-    from kafka.protocol.admin import AlterPartitionReassignmentsRequest_v0
-
-    from conftest import _raw_request
-    req = AlterPartitionReassignmentsRequest_v0(
-        timeout_ms=30000, topics=[(topic, [(p, r, {}) for p, r in targets.items()], {})], tags={})
-    resp = _raw_request(port, req, 30)
-    assert resp.error_code == 0, resp
-    return {p[0]: p[1] for _, parts, _ in resp.responses for p in parts}
-
-
-def _list_reassignments(port: int):
-    from kafka.protocol.admin import ListPartitionReassignmentsRequest_v0
-
-    from conftest import _raw_request
-    resp = _raw_request(port, ListPartitionReassignmentsRequest_v0(timeout_ms=10000, topics=None, tags={}), 10)
-    assert resp.error_code == 0, resp
-    return {(name, p[0]): (list(p[1]), list(p[2]), list(p[3])) for name, parts, _ in resp.topics for p in parts}
-
-
 def test_reassignment_moves_replicas_under_load_with_nothing_lost(cluster_factory, topic_name):
     c = cluster_factory(4)
     adm = admin(c.node(1).bootstrap)  # referenced until the futures resolve
@@ -286,17 +266,17 @@ def test_reassignment_moves_replicas_under_load_with_nothing_lost(cluster_factor
     # p1: shrink to two replicas; p2: cancelled right after it started (back to 2,3,1).
     targets = {0: [4, 2, 3], 1: [1, 2], 2: [4, 3, 1]}
     t0 = time.monotonic()
-    codes = _alter_reassignments(c.node(2).port, topic_name, targets)
+    codes = alter_reassignments(c.node(2).port, topic_name, targets)
     assert codes == {0: 0, 1: 0, 2: 0}, codes
-    listed = _list_reassignments(c.node(3).port)
-    cancelled = _alter_reassignments(c.node(3).port, topic_name, {2: None})
+    listed = list_reassignments(c.node(3).port)
+    cancelled = alter_reassignments(c.node(3).port, topic_name, {2: None})
     assert cancelled == {2: 0}, cancelled
     # Nothing to cancel: NO_REASSIGNMENT_IN_PROGRESS (85) once p2 settled back, or 0 if still in flight.
     want = {0: [4, 2, 3], 1: [1, 2], 2: [2, 3, 1]}
 
     def settled():
         s = partition_state(c.node(1).bootstrap, topic_name)
-        if not s or _list_reassignments(c.node(1).port):
+        if not s or list_reassignments(c.node(1).port):
             return None
         for p, target in want.items():
             leader, replicas, isr = s[p]
@@ -307,13 +287,13 @@ def test_reassignment_moves_replicas_under_load_with_nothing_lost(cluster_factor
         final = wait_until(settled, "reassignments complete", timeout=90, interval=0.3)
     except AssertionError:
         raise AssertionError(f"last state {partition_state(c.node(1).bootstrap, topic_name)}, "
-                             f"in progress {_list_reassignments(c.node(1).port)}") from None
+                             f"in progress {list_reassignments(c.node(1).port)}") from None
     moved_s = time.monotonic() - t0
     assert (topic_name, 0) in listed or moved_s < 1, listed
     if (topic_name, 0) in listed:
         replicas, adding, removing = listed[(topic_name, 0)]
         assert adding == [4] and removing == [1] and set(replicas) == {1, 2, 3, 4}, listed
-    codes = _alter_reassignments(c.node(1).port, topic_name, {1: None})
+    codes = alter_reassignments(c.node(1).port, topic_name, {1: None})
     assert codes == {1: 85}, codes  # NO_REASSIGNMENT_IN_PROGRESS
     count = len(w.p.deliveries)
     wait_until(lambda: len(w.p.deliveries) >= count + 300, "300 writes after the move", timeout=60)

@@ -278,6 +278,68 @@ def test_read_cache_disk_tier_stays_within_its_bound(broker_factory, s3_factory,
     assert metric(b.metrics(), "remote_get_requests") == gets
 
 
+def test_reassignment_copies_only_the_local_tail_and_the_new_replica_serves_the_offloaded_history(
+        cluster_factory, s3_factory, topic_name):
+    """RFC 0006 "Reassignment" with tiering on: a replica added by AlterPartitionReassignments installs a
+    snapshot naming the offloaded history (remote manifest, producer state, epochs) and copies only the
+    local tail; once it leads, it serves the whole history, the offloaded part from the object store."""
+    from confluent_kafka import ElectionType
+    from confluent_kafka.admin import NewTopic
+
+    from replication_helpers import alter_reassignments, list_reassignments, partition_state
+
+    s3 = s3_factory("s3s")
+    c = cluster_factory(4, *s3.broker_flags(), *TIERED_FLAGS, "--auto-leader-rebalance-enable", "false",
+                        env=S3Server.broker_env())
+    adm = admin(c.node(1).bootstrap)  # referenced until the futures resolve
+    wait_futures(adm.create_topics([NewTopic(topic_name, num_partitions=1, replica_assignment=[[1, 2, 3]])],
+                                   operation_timeout=20, request_timeout=25), timeout=30)
+    wait_until(lambda: (s := partition_state(c.node(1).bootstrap, topic_name)) and set(s[0][2]) == {1, 2, 3},
+               "three replicas in sync", timeout=30)
+    n = 12_000  # ~2.7 MB: about 40 segments of 64 KiB
+    produce_range(c.bootstrap_all, topic_name, 0, n)
+    leader = partition_state(c.node(1).bootstrap, topic_name)[0][0]
+    wait_offloaded(c.node(leader), topic_name, n)
+    history = sum(len(value_of(i)) for i in range(n))
+
+    t0 = time.monotonic()
+    assert alter_reassignments(c.node(2).port, topic_name, {0: [4, 1, 2]}) == {0: 0}
+
+    def moved():
+        s = partition_state(c.node(4).bootstrap, topic_name)
+        return s and s[0][1] == [4, 1, 2] and set(s[0][2]) == {1, 2, 4} and not list_reassignments(c.node(4).port)
+    wait_until(moved, "replicas 4, 1, 2 in sync and the reassignment complete", timeout=60, interval=0.2)
+    moved_s = time.monotonic() - t0
+    copied = partition_dir_bytes(c.node(4), topic_name)
+    assert copied < 3 * SEGMENT < history / 10, f"node 4 copied {copied} bytes of a {history}-byte history"
+    wait_until(lambda: not (c.node(3).data_dir / f"{topic_name}-0").exists(), "node 3's replica removed",
+               timeout=30)
+
+    # As a follower it reads the manifest the leader wrote (the agreed offloaded end passed its view):
+    # its log starts at 0 again, not at the snapshot boundary.
+    labels = f'topic="{topic_name}",partition="0"'
+    wait_until(lambda: metric(c.node(4).metrics(), "remote_log_start_offset", labels) == 0
+               and metric(c.node(4).metrics(), "log_start_offset", labels) == 0,
+               "node 4's view of the offloaded history", timeout=20)
+
+    # Node 4 becomes the leader (its preferred replica) and serves offset 0 onwards: the offloaded part
+    # through the object store, since it never had it on disk.
+    gets = metric(c.node(4).metrics(), "remote_get_requests")
+    adm4 = admin(c.node(4).bootstrap)  # referenced until the future resolves
+    result = adm4.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic_name, 0)]).result(timeout=40)
+    assert all(err is None for err in result.values()), result
+    wait_until(lambda: (s := partition_state(c.node(4).bootstrap, topic_name)) and s[0][0] == 4,
+               "node 4 leads", timeout=30)
+    check_range(c.node(4).bootstrap, topic_name, 0, n)
+    assert metric(c.node(4).metrics(), "remote_get_requests") > gets, "node 4 served the history without the object store"
+    # As the leader it takes writes and offloads them.
+    produce_range(c.bootstrap_all, topic_name, n, 3000)
+    wait_offloaded(c.node(4), topic_name, n + 3000)
+    check_range(c.node(1).bootstrap, topic_name, n - 100, n + 3000)
+    print(f"\nreassigned a {history / 2**20:.1f} MiB tiered partition in {moved_s:.2f}s; "
+          f"node 4 copied {copied / 1024:.0f} KiB")
+
+
 def test_embedded_default_tiers_to_the_local_filesystem(broker_factory, topic_name):
     # No object store flags: sealed segments go to file://<data-dir>/remote.
     b = broker_factory(*TIERED_FLAGS)
