@@ -294,6 +294,8 @@ class Node:
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.voters = ""
+        self.extra_flags: list[str] = []
+        self.extra_env: dict[str, str] = {}
 
     @property
     def bootstrap(self) -> str:
@@ -306,7 +308,7 @@ class Node:
                 "--metrics-listen", f"127.0.0.1:{self.metrics_port}", "--controller-voters", self.voters,
                 "--controller-listen", f"127.0.0.1:{self.controller_port}",
                 "--broker-session-timeout-ms", str(SESSION_TIMEOUT_MS),
-                "--broker-heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS)]
+                "--broker-heartbeat-interval-ms", str(HEARTBEAT_INTERVAL_MS), *self.extra_flags]
 
     def spawn(self) -> None:
         assert not self.running()
@@ -318,6 +320,7 @@ class Node:
         # The broker's own default filter (openraft's per-group info lines would cost more than the
         # work measured); STRATA_LOG or RUST_LOG in the environment still override it.
         env.setdefault("NO_COLOR", "1")
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                      env=env)
         out.close()
@@ -362,6 +365,8 @@ class Node:
 
 
 class Cluster:
+    system = "strata"
+
     def __init__(self, work: Path, n: int = 3):
         ports = free_ports(3 * n)
         self.nodes = [Node(i + 1, ports[i], ports[n + i], ports[2 * n + i], work) for i in range(n)]

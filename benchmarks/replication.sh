@@ -4,6 +4,7 @@
 #
 #   benchmarks/replication.sh [--quick] [--no-build] [--only failover,throughput,idle] [--partitions N]
 #                             [--system strata|kafka|both] [--idle-steps 1000,3000,10000]
+#                             [--reassign-sizes-mb 100,1024]
 #
 # Starts three release `strata broker` processes on loopback (benchmarks/cluster_bench.py's cluster) and/or
 # a 3-node Apache Kafka KRaft cluster (benchmarks/apache_kafka.py; its jars are fetched once with Maven into
@@ -11,6 +12,8 @@
 # benchmarks/replication_bench.py; prints a markdown section for benchmarks/RESULTS.md.
 # --system: default both. --quick: 600 partitions and 50,000 records. `--only idle` (not in the default
 # sections) adds RF3 partitions up to each of --idle-steps and measures idle CPU and RSS at each.
+# `--only reassign` (not in the default sections either) starts 4 nodes (Strata tiered on an s3s-fs it starts,
+# installed by infra/test-deps.sh) and moves one partition of each of --reassign-sizes-mb to the 4th node.
 # Environment: STRATA_BIN, STRATA_BENCH, PYTHON, TMPDIR, KAFKA_VERSION, KAFKA_HEAP_OPTS.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +29,7 @@ while [[ $# -gt 0 ]]; do
         --partitions) ARGS+=(--partitions "${2:?}"); shift ;;
         --system) ARGS+=(--system "${2:?}"); shift ;;
         --idle-steps) ARGS+=(--idle-steps "${2:?}"); shift ;;
+        --reassign-sizes-mb) ARGS+=(--reassign-sizes-mb "${2:?}"); shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
     shift

@@ -231,6 +231,149 @@ def bench_idle(c, steps: list[int]) -> list[dict]:
     return out
 
 
+S3S_FS = Path(os.environ.get("STRATA_S3S_FS") or
+              Path.home() / ".cache" / "strata" / "s3s-fs-0.14.1" / "bin" / "s3s-fs")
+S3_KEY, S3_SECRET, S3_BUCKET = "strata-bench-access", "strata-bench-secret-key-0123456789", "strata"
+
+
+class S3sFs:
+    """An s3s-fs server (objects on local disk, SigV4 checked) for the tiered reassignment run."""
+
+    def __init__(self, work: Path):
+        self.root = work / "s3"
+        self.port = cb.free_ports(1)[0]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if not S3S_FS.exists():
+            raise RuntimeError(f"{S3S_FS} missing: bash infra/test-deps.sh installs it")
+        (self.root / S3_BUCKET).mkdir(parents=True, exist_ok=True)
+        log_path = self.root.parent / "s3s-fs.log"
+        with open(log_path, "wb") as out:
+            self.proc = subprocess.Popen([str(S3S_FS), "--host", "127.0.0.1", "--port", str(self.port),
+                                          "--access-key", S3_KEY, "--secret-key", S3_SECRET, str(self.root)],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(lambda: cb.port_open(self.port), "s3s-fs listening", 30, 0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def broker_flags(self) -> list[str]:
+        return ["--object-store", f"s3://{S3_BUCKET}/bench", "--object-store-endpoint",
+                f"http://127.0.0.1:{self.port}", "--object-store-region", "us-east-1",
+                "--object-store-path-style", "true", "--object-store-allow-http", "true"]
+
+    @staticmethod
+    def broker_env() -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1"}
+
+
+# Strata's tiered setting for the reassignment run: 16 MiB segments, each offloaded as it seals and its
+# local copy dropped (local.retention.bytes=1), so the local log is the open segment.
+REASSIGN_SEGMENT = 16 * 2**20
+STRATA_TIERED_FLAGS = ["--broker-config", f"segment.bytes={REASSIGN_SEGMENT}", "--broker-config",
+                       "local.retention.bytes=1", "--remote-task-interval-ms", "200",
+                       "--log-retention-check-interval-ms", "500"]
+
+
+def raw_request(port: int, request, timeout: float = 30.0):
+    """One kafka-python protocol request on a fresh connection; the decoded response."""
+    import socket
+
+    from kafka.protocol.parser import KafkaProtocol
+    proto = KafkaProtocol(client_id="strata-replication-bench")
+    proto.send_request(request)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(proto.send_bytes())
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError(f"127.0.0.1:{port} closed the connection instead of answering")
+            responses = proto.receive_bytes(chunk)
+            if responses:
+                return responses[0][1]
+
+
+def reassignments_in_progress(port: int) -> int:
+    from kafka.protocol.admin import ListPartitionReassignmentsRequest_v0
+    resp = raw_request(port, ListPartitionReassignmentsRequest_v0(timeout_ms=10000, topics=None, tags={}), 15)
+    if resp.error_code != 0:
+        raise RuntimeError(f"ListPartitionReassignments: error {resp.error_code}")
+    return sum(len(parts) for _, parts, _ in resp.topics)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def strata_metric(node, name: str) -> float:
+    """The value of one exported sample (`name` with its labels), 0 if absent."""
+    with cb.urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head == name:
+            total += float(value)
+    return total
+
+
+def bench_reassign(c, sizes_mb: list[int]) -> list[dict]:
+    """One partition of `size` MiB on replicas [1, 2, 3] moves to [1, 2, 4]: seconds from the
+    AlterPartitionReassignments call until the reassignment is complete and node 4 is in the ISR, and the
+    bytes node 4 wrote to its disk. On Strata the history is in the object store first (only the leader's open
+    segment is local); Kafka copies the whole log."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kafka.protocol.admin import AlterPartitionReassignmentsRequest_v0
+    out = []
+    bootstrap = ",".join(c.node(i).bootstrap for i in (1, 2, 3))
+    adm = AdminClient({"bootstrap.servers": c.node(1).bootstrap, "socket.timeout.ms": 60000})
+    for mb in sizes_mb:
+        topic = f"reassign-{mb}mb"
+        for f in adm.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[1, 2, 3]],
+                                             config={"segment.bytes": str(REASSIGN_SEGMENT)})],
+                                   operation_timeout=60, request_timeout=90).values():
+            f.result(timeout=120)
+        wait_for(lambda: (s := state(c.node(1).bootstrap, [topic])) and set(s[(topic, 0)][2]) == {1, 2, 3},
+                 f"{topic} in sync on 1, 2, 3", 60, 0.5)
+        t_fill = time.monotonic()
+        r = run_bench(["produce", "--bootstrap", bootstrap, "--topic", topic, "--count", str(mb * 1024),
+                       "--record-size", "1024", "--acks", "all"])
+        log(f"{topic}: filled {mb} MiB in {time.monotonic() - t_fill:.1f}s ({r.get('mb_per_sec', 0):.0f} MB/s)")
+        leader = state(c.node(1).bootstrap, [topic])[(topic, 0)][0]
+        if c.system == "strata":
+            lag = f'strata_remote_upload_lag_segments{{topic="{topic}",partition="0"}}'
+            wait_for(lambda: strata_metric(c.node(leader), lag) == 0
+                     and dir_bytes(c.node(leader).data_dir / f"{topic}-0") < 3 * REASSIGN_SEGMENT,
+                     f"{topic}: every sealed segment offloaded and dropped locally", 600, 1.0)
+        local = dir_bytes(c.node(leader).data_dir / f"{topic}-0")
+        t0 = time.monotonic()
+        resp = raw_request(c.node(1).port, AlterPartitionReassignmentsRequest_v0(
+            timeout_ms=30000, topics=[(topic, [(0, [1, 2, 4], {})], {})], tags={}))
+        codes = [p[1] for _, parts, _ in resp.responses for p in parts]
+        if resp.error_code != 0 or codes != [0]:
+            raise RuntimeError(f"AlterPartitionReassignments {topic}: {resp}")
+
+        def done():
+            s = state(c.node(1).bootstrap, [topic])
+            if not s:
+                return False
+            _, replicas, isr = s[(topic, 0)]
+            return sorted(replicas) == [1, 2, 4] and set(isr) == {1, 2, 4} and \
+                reassignments_in_progress(c.node(1).port) == 0
+        wait_for(done, f"{topic} reassigned to 1, 2, 4", 1800, 0.1)
+        took = time.monotonic() - t0
+        copied = dir_bytes(c.node(4).data_dir / f"{topic}-0")
+        log(f"{topic}: reassigned in {took:.2f}s; leader's local log {local / 2**20:.1f} MiB, "
+            f"node 4 holds {copied / 2**20:.1f} MiB")
+        out.append({"mb": mb, "reassign_s": took, "leader_local": local, "copied": copied,
+                    "fill_mb_s": r.get("mb_per_sec", 0)})
+    return out
+
+
 def run_bench(args: list[str]) -> dict:
     """strata-bench with --json-like RESULT lines; returns the parsed figures of its last RESULT line."""
     out = subprocess.run([str(bench_bin()), *args], capture_output=True, text=True, timeout=900)
@@ -275,7 +418,8 @@ def kafka_setup(c: ak.KafkaCluster) -> str:
 
 
 def report(args, failover: dict, throughput: dict, setups: dict[str, str], load: dict[str, str],
-           invocation: str, idle: dict[str, list[dict]] | None = None) -> str:
+           invocation: str, idle: dict[str, list[dict]] | None = None,
+           reassign: dict[str, list[dict]] | None = None) -> str:
     lines = [f"\n## {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} replication benchmark",
              "", f"Command: `{invocation}`", f"Commit: `{cb.sh(['git', 'rev-parse', '--short', 'HEAD']).strip()}`",
              f"Machine: {cb.machine()}", "", "Systems (one after the other on this machine, clients on it too; "
@@ -327,6 +471,18 @@ def report(args, failover: dict, throughput: dict, setups: dict[str, str], load:
             if rf1:
                 ratios.append(f"{system} {rf3 / rf1 * 100:.0f} % (RF1 {rf1:,.0f}, RF3 {rf3:,.0f} records/s)")
         lines += ["", f"RF3 / RF1 (medians): {'; '.join(ratios)}." if ratios else "", ""]
+    if reassign:
+        lines += ["### Reassignment of one partition to a new broker (replicas 1, 2, 3 -> 1, 2, 4; 1 KiB records)", "",
+                  "Strata: tiered on s3s-fs (16 MiB segments offloaded as they seal, local.retention.bytes=1), the new "
+                  "replica installs a snapshot naming the offloaded history and copies only the local tail. Kafka: no "
+                  "tiered storage plugin here, the new replica copies the whole log (no replication throttle).", "",
+                  "| system | partition size | leader's local log | reassignment complete, node 4 in ISR | "
+                  "written to node 4's disk |", "| --- | --- | --- | --- | --- |"]
+        for system in SYSTEMS:
+            for step in reassign.get(system) or []:
+                lines.append(f"| {system} | {step['mb']:,} MiB | {step['leader_local'] / 2**20:.1f} MiB | "
+                             f"{step['reassign_s']:.2f} s | {step['copied'] / 2**20:.1f} MiB |")
+        lines.append("")
     if idle:
         lines += ["### Idle cost from 1k to 10k partition replicas per broker (RF 3, 3 brokers, 30 s without clients)",
                   "", "| system | partitions (= replicas per broker) | time to add and sync | CPU per broker (% of a core) | "
@@ -340,10 +496,10 @@ def report(args, failover: dict, throughput: dict, setups: dict[str, str], load:
     return "\n".join(lines)
 
 
-def make_cluster(system: str, work: Path, args):
+def make_cluster(system: str, work: Path, args, n: int = 3):
     if system == "strata":
-        return cb.Cluster(work)
-    return ak.KafkaCluster(work, version=args.kafka_version)
+        return cb.Cluster(work, n)
+    return ak.KafkaCluster(work, n, version=args.kafka_version)
 
 
 def main(argv: list[str]) -> int:
@@ -358,6 +514,7 @@ def main(argv: list[str]) -> int:
     r.add_argument("--only", default="failover,throughput")
     r.add_argument("--kafka-version", default=ak.DEFAULT_VERSION)
     r.add_argument("--idle-steps", default="1000,3000,10000")
+    r.add_argument("--reassign-sizes-mb", default="100,1024")
     r.add_argument("--invocation", default="benchmarks/replication.sh")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -367,17 +524,28 @@ def main(argv: list[str]) -> int:
     failover: dict[str, dict] = {}
     throughput: dict[str, dict] = {}
     idle: dict[str, list[dict]] = {}
+    reassign: dict[str, list[dict]] = {}
     setups: dict[str, str] = {}
     load: dict[str, list[str]] = {s: [] for s in systems}
     failed: list[str] = []
-    for section in ("failover", "throughput", "idle"):
+    for section in ("failover", "throughput", "idle", "reassign"):
         if section not in only:
             continue
         for system in systems:
             # Strata's work dirs keep their names (failover, throughput); Kafka's are prefixed.
             work = Path(args.work_dir) / (section if system == "strata" else f"{system}-{section}")
-            c = make_cluster(system, work, args)
-            setups[system] = strata_setup() if system == "strata" else kafka_setup(c)
+            c = make_cluster(system, work, args, 4 if section == "reassign" else 3)
+            s3 = None
+            if section == "reassign" and system == "strata":
+                s3 = S3sFs(work)
+                s3.start()
+                for b in c.nodes:
+                    b.extra_flags = [*s3.broker_flags(), *STRATA_TIERED_FLAGS]
+                    b.extra_env = s3.broker_env()
+            if system not in setups:
+                setups[system] = strata_setup() if system == "strata" else kafka_setup(c)
+            if section == "reassign":
+                setups[system] += "; the reassignment run has a 4th node of the same kind"
             log(f"--- {section}: {system}")
             load[system].append(cb.loadavg())
             try:
@@ -386,6 +554,8 @@ def main(argv: list[str]) -> int:
                     failover[system] = bench_failover(c, args.partitions)
                 elif section == "idle":
                     idle[system] = bench_idle(c, [int(x) for x in args.idle_steps.split(",")])
+                elif section == "reassign":
+                    reassign[system] = bench_reassign(c, [int(x) for x in args.reassign_sizes_mb.split(",")])
                 else:
                     throughput[system] = bench_throughput(c, args.records)
             except Exception as e:  # noqa: BLE001 - one system's failure must not lose the other's figures
@@ -395,9 +565,11 @@ def main(argv: list[str]) -> int:
                 failed.append(f"{section} on {system}: {type(e).__name__}: {str(e)[:500]}")
             finally:
                 c.stop_all()
+                if s3 is not None:
+                    s3.stop()
                 load[system].append(cb.loadavg())
     load_text = {s: f"{v[0]} -> {v[-1]}" if v else "n/a" for s, v in load.items()}
-    text = report(args, failover, throughput, setups, load_text, args.invocation, idle)
+    text = report(args, failover, throughput, setups, load_text, args.invocation, idle, reassign)
     if failed:
         text += "\nFailed (no figures above for these):\n\n" + "\n".join(f"- {f}" for f in failed) + "\n"
     print(text)
