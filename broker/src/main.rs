@@ -43,9 +43,46 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_open_file_limit();
     match cli.command {
         Command::Broker(args) => run_broker(args),
         Command::Controller(args) => controller_cmd::run(args),
+    }
+}
+
+/// Below this many open files a broker warns at start: each partition replica keeps about three
+/// open (its active segment's `.log` and `.raftidx`, its Raft marker file), and the object-store
+/// read cache a few hundred more.
+const RECOMMENDED_OPEN_FILES: u64 = 100_000;
+
+/// Raises the soft limit on open files to the hard limit (as Go's runtime and most servers do): a
+/// broker hosting thousands of partitions runs out of descriptors under the common soft limit of
+/// 1,024 long before any other resource.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open file limit");
+            return;
+        }
+    };
+    let mut limit = soft;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => limit = hard,
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open file limit"),
+        }
+    }
+    if limit < RECOMMENDED_OPEN_FILES {
+        tracing::warn!(
+            limit,
+            recommended = RECOMMENDED_OPEN_FILES,
+            partitions_at_most = limit / 3,
+            "low open file limit: a replica keeps about 3 files open; raise `ulimit -n` (LimitNOFILE) for many partitions"
+        );
+    } else {
+        tracing::info!(limit, "open file limit");
     }
 }
 
