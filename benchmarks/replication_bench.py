@@ -36,6 +36,7 @@ STRATA_BENCH (target/release/strata-bench), KAFKA_VERSION, KAFKA_HEAP_OPTS (see 
 from __future__ import annotations
 
 import argparse
+import resource
 import json
 import os
 import statistics
@@ -422,7 +423,8 @@ def report(args, failover: dict, throughput: dict, setups: dict[str, str], load:
            reassign: dict[str, list[dict]] | None = None) -> str:
     lines = [f"\n## {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} replication benchmark",
              "", f"Command: `{invocation}`", f"Commit: `{cb.sh(['git', 'rev-parse', '--short', 'HEAD']).strip()}`",
-             f"Machine: {cb.machine()}", "", "Systems (one after the other on this machine, clients on it too; "
+             f"Machine: {cb.machine()}; open file limit per process {resource.getrlimit(resource.RLIMIT_NOFILE)[0]:,}",
+             "", "Systems (one after the other on this machine, clients on it too; "
              "load average 1/5/15 min before and after each system's runs in brackets):", ""]
     for system in SYSTEMS:
         if system in setups:
