@@ -113,12 +113,16 @@ async fn three_nodes_over_tcp() {
     let follower_status = at_follower.status().await.expect("status");
     assert_eq!(follower_status.current_leader, Some(leader));
     assert!(follower_status.matched.is_none());
-    assert!(at_follower
-        .read_state()
-        .await
-        .expect("state")
-        .brokers
-        .contains_key(&1));
+    // Matched is replicated, not applied: the follower applies the registration once it learns
+    // the commit index (the next append or heartbeat), so its local state may lag a moment.
+    eventually(
+        "the follower applied the forwarded registration",
+        async || {
+            let state = at_follower.read_state().await.ok()?;
+            state.brokers.contains_key(&1).then_some(())
+        },
+    )
+    .await;
 
     // The leader stops; the other two elect a new one and take writes.
     nodes
