@@ -303,10 +303,10 @@ impl RemoteTier {
                 p.attach_remote(self.new_partition(p.topic_id, p.index, p.leader_epoch()));
             }
         }
-        // Only a partition's leader uploads and runs total retention; every replica trims its
-        // local copy of what all replicas agreed is offloaded.
-        // Every replica keeps its view of the manifest up to the agreed offloaded end, so a
-        // follower serves (fetch from follower) and a new leader answers the whole history.
+        // Only a partition's leader uploads and runs total retention; a follower keeps its view
+        // of the manifest up to the agreed offloaded end (so it serves the whole history when it
+        // is read from, or leads); every replica trims its local copy of what all agreed is
+        // offloaded.
         futures::stream::iter(partitions.into_iter().map(|p| async move {
             if p.is_leader() {
                 self.offload_partition(p.clone()).await;
